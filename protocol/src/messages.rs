@@ -1,0 +1,248 @@
+//! Messages exchanged over the stockade socket, and the job result record.
+//!
+//! Compatibility rule: enum variants and struct fields are only ever *appended*. bincode encodes an
+//! enum variant by its index, so reordering or removing a variant breaks every deployed client.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the wire protocol spoken after the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Version of the [`ResultRecord`] layout.
+pub const RESULT_VERSION: u32 = 1;
+
+/// A job identifier assigned by the supervisor (for example `j-18a3f0c2b1d4e5f6`).
+pub type JobId = String;
+
+/// A request identifier chosen by the client; replies to a request carry it back.
+pub type RequestId = u64;
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Must be the first message on a connection.
+    Hello {
+        /// The protocol version the client speaks ([`PROTOCOL_VERSION`]).
+        version: u32,
+        /// Free-form client name for logs (for example `stockade-cli/0.1.0`).
+        client: String,
+    },
+    /// Start a job. Answered by `Accepted` (then `Output`s and one `Result`) or by `Error`.
+    Submit {
+        /// Echoed in `Accepted` or `Error`.
+        request: RequestId,
+        /// What to run.
+        job: JobRequest,
+    },
+    /// Cancel a job this client submitted. Answered by `Canceled` or `Error`.
+    Cancel {
+        /// Echoed in the reply.
+        request: RequestId,
+        /// The job to cancel.
+        job: JobId,
+    },
+    /// List this client's jobs (all jobs for root). Answered by `Jobs`.
+    List {
+        /// Echoed in the reply.
+        request: RequestId,
+    },
+}
+
+/// Messages the supervisor sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Reply to the client's `Hello`.
+    Hello {
+        /// The protocol version the server speaks.
+        version: u32,
+        /// Server name and version (for example `stockade/0.1.0`).
+        server: String,
+    },
+    /// A submitted job was accepted and is starting.
+    Accepted {
+        /// The `Submit` this answers.
+        request: RequestId,
+        /// The job's identifier.
+        job: JobId,
+    },
+    /// A chunk of the job's output, in the order the job wrote it on that stream.
+    Output {
+        /// The job that wrote it.
+        job: JobId,
+        /// Which stream.
+        stream: Stream,
+        /// The bytes (not necessarily UTF-8, not line-aligned).
+        data: Vec<u8>,
+    },
+    /// The job ended; this is the last message about it.
+    Result {
+        /// The job.
+        job: JobId,
+        /// What happened.
+        record: ResultRecord,
+    },
+    /// Cancellation was delivered; the job's `Result` follows when it has ended.
+    Canceled {
+        /// The `Cancel` this answers.
+        request: RequestId,
+        /// The job.
+        job: JobId,
+    },
+    /// Reply to `List`.
+    Jobs {
+        /// The `List` this answers.
+        request: RequestId,
+        /// Running jobs visible to this client.
+        jobs: Vec<JobSummary>,
+    },
+    /// A request failed, or (with `request: None`) the connection itself is in error.
+    Error {
+        /// The request this answers, if any.
+        request: Option<RequestId>,
+        /// Machine-readable kind.
+        kind: ErrorKind,
+        /// One line for a human: what, where and why.
+        message: String,
+    },
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// The job's standard output.
+    Stdout,
+    /// The job's standard error.
+    Stderr,
+}
+
+/// Machine-readable error kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A frame could not be decoded, was too large, or was cut short.
+    BadFrame,
+    /// The first message was not `Hello`, or `Hello` came twice.
+    Handshake,
+    /// The client speaks a protocol version the server does not.
+    UnsupportedVersion,
+    /// No such job visible to this client.
+    UnknownJob,
+    /// The client may not do this.
+    NotPermitted,
+    /// Something failed inside the supervisor.
+    Internal,
+}
+
+/// What a client asks to run. A request may only narrow its profile, never widen it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct JobRequest {
+    /// Profile name (for example `agent`).
+    pub profile: String,
+    /// Command and arguments; `argv[0]` is looked up in the profile's `PATH` unless it contains `/`.
+    pub argv: Vec<String>,
+    /// Workspace directory (absolute). `None`: a fresh one is created and removed afterwards.
+    pub workspace: Option<String>,
+    /// Wall-clock deadline in milliseconds; may only shorten the profile's.
+    pub timeout_ms: Option<u64>,
+    /// Extra environment; each name must be in the profile's `env.allow`.
+    pub env: Vec<(String, String)>,
+}
+
+/// One running job, as `List` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job.
+    pub job: JobId,
+    /// Its profile.
+    pub profile: String,
+    /// Its command line.
+    pub argv: Vec<String>,
+    /// Uid of the client that submitted it.
+    pub owner_uid: u32,
+    /// Milliseconds since it started.
+    pub running_ms: u64,
+}
+
+/// Why a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Cause {
+    /// The job's main process exited with this code.
+    Exited {
+        /// Exit code 0..=255.
+        code: i32,
+    },
+    /// The job's main process was killed by this signal (not by stockade).
+    Signaled {
+        /// Signal number.
+        signal: i32,
+    },
+    /// The wall-clock deadline passed; stockade ended the job.
+    WallTimeout,
+    /// A client or operator canceled the job.
+    Canceled,
+    /// The kernel's OOM killer killed a process of the job at its memory limit.
+    OomKilled,
+    /// stockade could not set the job up; the command never ran.
+    SetupFailed {
+        /// Confinement step that failed (see docs/setup-order.md).
+        step: String,
+        /// System call or operation that failed.
+        syscall: String,
+        /// errno, 0 if none.
+        errno: i32,
+        /// One line for a human.
+        message: String,
+    },
+    /// stockade refused the job before setting anything up.
+    Rejected {
+        /// One line for a human: what was refused and why.
+        reason: String,
+    },
+}
+
+impl Cause {
+    /// The exit code `stockade run`/`exec` use for this cause: the job's code, 128+N for signal N,
+    /// 124 for a deadline, 137 for an OOM kill, 125 when stockade refused or could not set up, and
+    /// 143 (128 + SIGTERM) for a canceled job.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Cause::Exited { code } => *code,
+            Cause::Signaled { signal } => 128 + *signal,
+            Cause::WallTimeout => 124,
+            Cause::OomKilled => 137,
+            Cause::Canceled => 128 + 15,
+            Cause::SetupFailed { .. } | Cause::Rejected { .. } => 125,
+        }
+    }
+}
+
+/// The typed, versioned result of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// Layout version ([`RESULT_VERSION`]).
+    pub version: u32,
+    /// The job.
+    pub job: JobId,
+    /// Profile the job ran under.
+    pub profile: String,
+    /// Why it ended.
+    pub cause: Cause,
+    /// Exit code of `stockade run`/`exec` for this job ([`Cause::exit_code`]).
+    pub exit_code: i32,
+    /// Wall-clock time from launch to the last process gone, in milliseconds.
+    pub wall_ms: u64,
+    /// CPU time (user + system) of every process of the job, from the cgroup, in milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the job's cgroup in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// Uid the job ran as (`None` if it never started).
+    pub uid: Option<u32>,
+    /// Gid the job ran as (`None` if it never started).
+    pub gid: Option<u32>,
+}
