@@ -1,1 +1,451 @@
-//! placeholder
+//! Profiles: what each kind of job may do, as TOML, validated before anything is set up.
+//!
+//! A profile file is parsed with `deny_unknown_fields` at every level (a misspelt key must never
+//! silently widen a policy), validated into a [`Profile`], and a job request can only narrow it
+//! ([`Profile::resolve`]). The three default profiles (`agent`, `build`, `git`) are embedded in
+//! the binary; `--profiles DIR` replaces the whole set, so what an operator sees in DIR is exactly
+//! what runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default profiles shipped in the binary: (name, TOML text).
+pub const EMBEDDED: [(&str, &str); 3] = [
+    ("agent", include_str!("../defaults/agent.toml")),
+    ("build", include_str!("../defaults/build.toml")),
+    ("git", include_str!("../defaults/git.toml")),
+];
+
+/// Upper bound for any deadline: a week.
+const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+/// Upper bound for the grace period.
+const MAX_GRACE_SECS: u64 = 300;
+/// The overflow uid/gid (`nobody`/`nogroup`): shared with every unmapped file on the host.
+const OVERFLOW_ID: u32 = 65534;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    description: Option<String>,
+    identity: IdentityFile,
+    limits: LimitsFile,
+    #[serde(default)]
+    env: EnvFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    uid: u32,
+    gid: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    wall_timeout_secs: u64,
+    #[serde(default = "default_grace")]
+    grace_secs: u64,
+    memory_mib: Option<u64>,
+    pids: Option<u64>,
+    nofile: Option<u64>,
+    fsize_mib: Option<u64>,
+}
+
+fn default_grace() -> u64 {
+    5
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvFile {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+/// A validated profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Name (the file stem).
+    pub name: String,
+    /// One line for operators.
+    pub description: String,
+    /// Uid jobs run as (never 0, never the overflow uid, never a host account).
+    pub uid: u32,
+    /// Gid jobs run as (never 0, never the overflow gid, never a host group).
+    pub gid: u32,
+    /// Wall-clock deadline.
+    pub wall_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when a job is ended.
+    pub grace: Duration,
+    /// Cgroup memory limit in bytes (no swap).
+    pub memory_bytes: Option<u64>,
+    /// Cgroup pids limit.
+    pub pids: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub nofile: Option<u64>,
+    /// RLIMIT_FSIZE in bytes.
+    pub fsize_bytes: Option<u64>,
+    /// Fixed environment.
+    pub env_set: BTreeMap<String, String>,
+    /// Names a request may add to the environment.
+    pub env_allow: Vec<String>,
+}
+
+/// What a job request asks on top of its profile. It may only narrow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// A shorter deadline.
+    pub timeout: Option<Duration>,
+    /// Extra environment; names must be in the profile's `env.allow`.
+    pub env: Vec<(String, String)>,
+}
+
+/// A profile narrowed by a request: what one job gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Wall-clock deadline.
+    pub wall_timeout: Duration,
+    /// Grace period.
+    pub grace: Duration,
+    /// Complete environment of the job.
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+impl Profile {
+    /// Narrow this profile by a request, or refuse it naming the field.
+    pub fn resolve(&self, req: &Overrides) -> Result<Resolved, Rejection> {
+        let wall_timeout = match req.timeout {
+            None => self.wall_timeout,
+            Some(t) if t.is_zero() => {
+                return Err(Rejection("timeout must be greater than 0".into()));
+            }
+            Some(t) if t > self.wall_timeout => {
+                return Err(Rejection(format!(
+                    "timeout {}s exceeds profile {}'s wall_timeout_secs = {} (a request may only shorten it)",
+                    fmt_secs(t),
+                    self.name,
+                    self.wall_timeout.as_secs()
+                )));
+            }
+            Some(t) => t,
+        };
+        let mut env: BTreeMap<String, String> = self.env_set.clone();
+        for (k, v) in &req.env {
+            if !self.env_allow.iter().any(|a| a == k) {
+                return Err(Rejection(format!(
+                    "environment variable {k} is not in profile {}'s env.allow {:?}",
+                    self.name, self.env_allow
+                )));
+            }
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(Rejection(format!("invalid environment variable {k:?}")));
+            }
+            env.insert(k.clone(), v.clone());
+        }
+        Ok(Resolved { wall_timeout, grace: self.grace, env: env.into_iter().collect() })
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        format!("{:.3}", d.as_secs_f64())
+    }
+}
+
+/// One problem with one profile: file, key, value and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileError {
+    /// The profile file (or `<embedded>/NAME.toml`).
+    pub file: PathBuf,
+    /// Dotted key, if the problem is one key's.
+    pub key: Option<String>,
+    /// The offending value as written.
+    pub value: Option<String>,
+    /// Why it is wrong.
+    pub reason: String,
+    /// What the operator probably meant.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        match (&self.key, &self.value) {
+            (Some(k), Some(v)) => write!(f, ": {k} = {v}")?,
+            (Some(k), None) => write!(f, ": {k}")?,
+            _ => {}
+        }
+        write!(f, ": {}", self.reason)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found while loading a profile set (all of them, not just the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileErrors(pub Vec<ProfileError>);
+
+impl fmt::Display for ProfileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProfileErrors {}
+
+/// Host accounts a profile's uid/gid must not collide with (from /etc/passwd and /etc/group).
+#[derive(Debug, Clone, Default)]
+pub struct HostAccounts {
+    users: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, String>,
+}
+
+impl HostAccounts {
+    /// Read `passwd` and `group` files (normally `/etc/passwd`, `/etc/group`). A missing file
+    /// counts as empty.
+    pub fn read(passwd: &Path, group: &Path) -> HostAccounts {
+        HostAccounts { users: parse_ids(passwd), groups: parse_ids(group) }
+    }
+
+    /// No accounts (for tests).
+    pub fn none() -> HostAccounts {
+        HostAccounts::default()
+    }
+}
+
+fn parse_ids(path: &Path) -> BTreeMap<u32, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            Some((id, name.to_string()))
+        })
+        .collect()
+}
+
+/// A loaded, validated set of profiles.
+#[derive(Debug, Clone)]
+pub struct ProfileSet {
+    profiles: BTreeMap<String, Profile>,
+    source: String,
+}
+
+impl ProfileSet {
+    /// The embedded default profiles.
+    pub fn embedded(accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
+        let files = EMBEDDED
+            .iter()
+            .map(|(name, text)| (PathBuf::from(format!("<embedded>/{name}.toml")), name.to_string(), text.to_string()))
+            .collect();
+        Self::from_texts(files, accounts, "embedded defaults".into())
+    }
+
+    /// Every `*.toml` file in `dir` (the embedded defaults are not included).
+    pub fn load_dir(dir: &Path, accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
+        let err = |reason: String| {
+            ProfileErrors(vec![ProfileError { file: dir.to_path_buf(), key: None, value: None, reason, hint: None }])
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| err(format!("cannot read profile directory: {e}")))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| err(format!("cannot read profile directory: {e}")))?;
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ProfileErrors(vec![ProfileError { file: path.clone(), key: None, value: None, reason: format!("cannot read: {e}"), hint: None }])
+            })?;
+            files.push((path, name, text));
+        }
+        if files.is_empty() {
+            return Err(err("no *.toml profiles in this directory".into()));
+        }
+        files.sort();
+        Self::from_texts(files, accounts, dir.display().to_string())
+    }
+
+    fn from_texts(
+        files: Vec<(PathBuf, String, String)>,
+        accounts: &HostAccounts,
+        source: String,
+    ) -> Result<ProfileSet, ProfileErrors> {
+        let mut profiles = BTreeMap::new();
+        let mut errors = Vec::new();
+        for (path, name, text) in files {
+            match parse_profile(&path, &name, &text, accounts) {
+                Ok(p) => {
+                    profiles.insert(name, p);
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(ProfileSet { profiles, source })
+        } else {
+            Err(ProfileErrors(errors))
+        }
+    }
+
+    /// A profile by name.
+    pub fn get(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+
+    /// Profile names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.profiles.keys().map(String::as_str).collect()
+    }
+
+    /// Where the set came from (a directory, or "embedded defaults").
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The error message for an unknown profile name.
+    pub fn unknown(&self, name: &str) -> Rejection {
+        Rejection(format!(
+            "unknown profile {name:?} (profiles from {}: {})",
+            self.source,
+            self.names().join(", ")
+        ))
+    }
+}
+
+/// Parse and validate one profile; every problem is reported.
+pub fn parse_profile(
+    path: &Path,
+    name: &str,
+    text: &str,
+    accounts: &HostAccounts,
+) -> Result<Profile, Vec<ProfileError>> {
+    let mut errors = Vec::new();
+    let mut problem = |key: &str, value: String, reason: &str, hint: Option<&str>| {
+        errors.push(ProfileError {
+            file: path.to_path_buf(),
+            key: Some(key.to_string()),
+            value: Some(value),
+            reason: reason.to_string(),
+            hint: hint.map(str::to_string),
+        })
+    };
+    let file: ProfileFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let reason = e.message().to_string();
+            let hint = reason
+                .contains("unknown field")
+                .then(|| "see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy".to_string());
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            return Err(vec![ProfileError {
+                file: path.to_path_buf(),
+                key: None,
+                value: None,
+                reason: format!("{reason}{at}"),
+                hint,
+            }]);
+        }
+    };
+
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        problem("name", format!("{name:?}"), "profile names (file stems) may use only [A-Za-z0-9_-]", None);
+    }
+    let id = &file.identity;
+    for (key, value, host) in [("identity.uid", id.uid, &accounts.users), ("identity.gid", id.gid, &accounts.groups)] {
+        if value == 0 {
+            problem(key, value.to_string(), "jobs never run as root", Some("pick an unused id from a dedicated range such as 61000-61999"));
+        } else if value == OVERFLOW_ID {
+            problem(key, value.to_string(), "the overflow id (nobody/nogroup) is shared with every unmapped file on the host", Some("pick an unused id from a dedicated range such as 61000-61999"));
+        } else if let Some(account) = host.get(&value) {
+            problem(key, value.to_string(), &format!("already belongs to host account {account:?}; a job would share its files and processes"), Some("pick an id no host account uses"));
+        }
+    }
+    let l = &file.limits;
+    if l.wall_timeout_secs == 0 || l.wall_timeout_secs > MAX_TIMEOUT_SECS {
+        problem("limits.wall_timeout_secs", l.wall_timeout_secs.to_string(), &format!("must be between 1 and {MAX_TIMEOUT_SECS} (a week)"), None);
+    }
+    if l.grace_secs > MAX_GRACE_SECS {
+        problem("limits.grace_secs", l.grace_secs.to_string(), &format!("must be at most {MAX_GRACE_SECS}"), None);
+    }
+    for (key, value, min) in [
+        ("limits.memory_mib", l.memory_mib, 8),
+        ("limits.pids", l.pids, 1),
+        ("limits.nofile", l.nofile, 16),
+        ("limits.fsize_mib", l.fsize_mib, 1),
+    ] {
+        if let Some(v) = value {
+            if v < min {
+                problem(key, v.to_string(), &format!("must be at least {min}"), Some("omit the key for no limit"));
+            }
+        }
+    }
+    if let Some(m) = l.memory_mib {
+        if m.checked_mul(1 << 20).is_none() {
+            problem("limits.memory_mib", m.to_string(), "too large", None);
+        }
+    }
+    for (k, v) in &file.env.set {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            problem(&format!("env.set.{k}"), format!("{v:?}"), "names may not be empty or contain '=' or NUL; values may not contain NUL", None);
+        }
+    }
+    for k in &file.env.allow {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            problem("env.allow", format!("{k:?}"), "names may not be empty or contain '=' or NUL", None);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Profile {
+        name: name.to_string(),
+        description: file.description.unwrap_or_default(),
+        uid: id.uid,
+        gid: id.gid,
+        wall_timeout: Duration::from_secs(l.wall_timeout_secs),
+        grace: Duration::from_secs(l.grace_secs),
+        memory_bytes: l.memory_mib.map(|m| m << 20),
+        pids: l.pids,
+        nofile: l.nofile,
+        fsize_bytes: l.fsize_mib.and_then(|m| m.checked_mul(1 << 20)),
+        env_set: file.env.set,
+        env_allow: file.env.allow,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,17 @@
-//! placeholder
+//! The privileged half of stockade: the launch plan, the exec helper that applies the ordered
+//! confinement steps, and the cgroup backend.
+//!
+//! # Test strategy
+//! The order and arguments of the confinement steps are unit-tested against a recording
+//! [`helper::Sys`] double (no root needed). Whether each step is *enforced* is proven by the
+//! integration tests in `tests/`, which run hostile jobs as root on the real kernel.
+
+pub mod cgroup;
+mod error;
+pub mod helper;
+mod plan;
+mod sys;
+pub mod wire;
+
+pub use error::{SetupError, Step};
+pub use plan::{LaunchPlan, Rlimit, RlimitResource};

@@ -1,0 +1,387 @@
+//! The exec helper: a small single-threaded process (`stockade __stockade-init`) that reads a
+//! [`LaunchPlan`] from its control socket, applies the confinement steps in order, and `execve`s
+//! the job. The supervisor never runs any of this in its own (multi-threaded) process.
+//!
+//! Control socket protocol: the supervisor passes one end of a `socketpair` as the helper's stdin.
+//! The helper moves it to a close-on-exec descriptor, reads one plan frame, and either `execve`s
+//! (the kernel closes the socket: the supervisor reads EOF = success) or writes one
+//! [`SetupError`] frame and exits with [`SETUP_FAILED_EXIT`].
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::Signal;
+
+use crate::error::{SetupError, Step};
+use crate::plan::{LaunchPlan, Rlimit, RlimitResource};
+use crate::{sys, wire};
+
+/// Hidden subcommand that turns `stockade` into the exec helper.
+pub const HELPER_ARG: &str = "__stockade-init";
+
+/// Exit status of a helper that could not set the job up.
+pub const SETUP_FAILED_EXIT: i32 = 125;
+
+/// `PATH` searched when the plan's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The system calls the steps use: a seam so the order and arguments of the steps can be tested
+/// without root against a recording double.
+pub trait Sys {
+    /// Close every descriptor above stderr except `keep`.
+    fn close_fds_except(&mut self, keep: RawFd) -> Result<(), Errno>;
+    /// `setsid()`.
+    fn setsid(&mut self) -> Result<(), Errno>;
+    /// `prctl(PR_SET_PDEATHSIG, sig)`.
+    fn set_pdeathsig(&mut self, sig: Signal) -> Result<(), Errno>;
+    /// `getppid()`.
+    fn getppid(&mut self) -> i32;
+    /// `getpid()`.
+    fn getpid(&mut self) -> i32;
+    /// Write `data` to an existing file (cgroupfs).
+    fn write_file(&mut self, path: &Path, data: &str) -> Result<(), Errno>;
+    /// `setrlimit(resource, soft, hard)`.
+    fn setrlimit(&mut self, limit: Rlimit) -> Result<(), Errno>;
+    /// Drop every capability from the bounding set and clear the ambient and inheritable sets.
+    fn drop_bounding_ambient_inheritable(&mut self) -> Result<(), String>;
+    /// `setgroups(gids)`.
+    fn setgroups(&mut self, gids: &[u32]) -> Result<(), Errno>;
+    /// `setresgid(gid, gid, gid)`.
+    fn setresgid(&mut self, gid: u32) -> Result<(), Errno>;
+    /// `setresuid(uid, uid, uid)`.
+    fn setresuid(&mut self, uid: u32) -> Result<(), Errno>;
+    /// Clear the permitted and effective sets, then verify all five sets are empty.
+    fn clear_and_verify_caps(&mut self) -> Result<(), String>;
+    /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
+    fn set_no_new_privs(&mut self) -> Result<(), Errno>;
+    /// `umask(mask)`.
+    fn umask(&mut self, mask: u32);
+    /// `chdir(path)`.
+    fn chdir(&mut self, path: &Path) -> Result<(), Errno>;
+    /// `execve(path, argv, envp)`; returns only on failure.
+    fn execve(&mut self, path: &CString, argv: &[CString], envp: &[CString]) -> Errno;
+}
+
+/// Apply every confinement step of `plan` in order and exec the job. Returns only on failure.
+///
+/// `ctrl` is the control socket's descriptor: the only one above stderr that survives step 1, and
+/// it is close-on-exec.
+pub fn apply<S: Sys>(sys: &mut S, plan: &LaunchPlan, ctrl: RawFd) -> Result<Infallible, SetupError> {
+    // Everything that can fail without side effects is prepared first (C strings, the PATH list),
+    // so a malformed plan is refused before the process changes at all.
+    let argv = c_strings(&plan.argv, "argv")?;
+    let envp = c_strings(
+        &plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        "environment",
+    )?;
+    let candidates = exec_candidates(plan)?;
+
+    // 1. No inherited descriptor reaches the job, CLOEXEC or not (the caller may have leaked some).
+    sys.close_fds_except(ctrl)
+        .map_err(|e| SetupError::sys(Step::CloseFds, format!("close_range(3.., except {ctrl})"), e))?;
+    // 2. A new session: no controlling terminal (TIOCSTI on the caller's tty is impossible), and
+    //    the job cannot signal the supervisor's process group.
+    sys.setsid().map_err(|e| SetupError::sys(Step::NewSession, "setsid()", e))?;
+    // 3. Die with the supervisor. Armed now to cover the privileged steps below; re-armed after
+    //    setresuid, which clears it. The getppid check closes the race where the parent died
+    //    before the prctl.
+    arm_parent_death_signal(sys, plan)?;
+    // 4. Join the job's cgroups while still root and before anything else runs in the job, so
+    //    every process the job ever creates is accounted, limited and killable through them.
+    let pid = sys.getpid().to_string();
+    for procs in &plan.cgroup_procs {
+        sys.write_file(procs, &pid).map_err(|e| {
+            SetupError::sys(Step::JoinCgroup, format!("write \"{pid}\" to {}", procs.display()), e)
+        })?;
+    }
+    // 5. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
+    //    are always off: no job memory lands on disk.
+    let core = Rlimit { resource: RlimitResource::Core, soft: 0, hard: 0 };
+    for limit in std::iter::once(&core).chain(plan.rlimits.iter()) {
+        sys.setrlimit(*limit).map_err(|e| {
+            SetupError::sys(
+                Step::Rlimits,
+                format!("setrlimit({}, {}, {})", limit.resource.name(), limit.soft, limit.hard),
+                e,
+            )
+        })?;
+    }
+    // 6. Bounding, ambient and inheritable sets go while we still hold CAP_SETPCAP; after the uid
+    //    change we could no longer shrink the bounding set.
+    sys.drop_bounding_ambient_inheritable().map_err(|m| {
+        SetupError::other(Step::DropBoundingCaps, "prctl(PR_CAPBSET_DROP)/capset", m)
+    })?;
+    // 7. Identity: groups first (needs CAP_SETGID), then gid, then uid last (after it we are no
+    //    longer privileged to change the others).
+    sys.setgroups(&plan.supplementary_gids).map_err(|e| {
+        SetupError::sys(Step::Identity, format!("setgroups({:?})", plan.supplementary_gids), e)
+    })?;
+    sys.setresgid(plan.gid).map_err(|e| {
+        SetupError::sys(Step::Identity, format!("setresgid({0}, {0}, {0})", plan.gid), e)
+    })?;
+    sys.setresuid(plan.uid).map_err(|e| {
+        SetupError::sys(Step::Identity, format!("setresuid({0}, {0}, {0})", plan.uid), e)
+    })?;
+    // 8. The credential change cleared the parent-death signal: arm it again.
+    arm_parent_death_signal(sys, plan)?;
+    // 9. The uid change already emptied permitted and effective; clear them explicitly anyway and
+    //    verify every set is empty, so a kernel or securebits surprise fails closed.
+    sys.clear_and_verify_caps()
+        .map_err(|m| SetupError::other(Step::DropCaps, "capset/capget", m))?;
+    // 10. No execve may ever grant privileges again (setuid binaries, file capabilities).
+    sys.set_no_new_privs()
+        .map_err(|e| SetupError::sys(Step::NoNewPrivs, "prctl(PR_SET_NO_NEW_PRIVS, 1)", e))?;
+    // 11. Enter the workspace as the job's user, so its permissions are checked as the job's.
+    sys.umask(plan.umask);
+    sys.chdir(&plan.cwd).map_err(|e| {
+        SetupError::sys(Step::Workspace, format!("chdir({})", plan.cwd.display()), e)
+    })?;
+    // 12. exec. Later steps (Landlock, seccomp) go just before this, seccomp last.
+    Err(exec_first(sys, plan, &candidates, &argv, &envp))
+}
+
+fn arm_parent_death_signal<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
+    sys.set_pdeathsig(Signal::SIGKILL).map_err(|e| {
+        SetupError::sys(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG, SIGKILL)", e)
+    })?;
+    let ppid = sys.getppid();
+    if ppid != plan.parent_pid {
+        return Err(SetupError::other(
+            Step::ParentDeathSignal,
+            "getppid()",
+            format!("supervisor pid {} is gone (parent is now {ppid})", plan.parent_pid),
+        ));
+    }
+    Ok(())
+}
+
+fn c_strings(items: &[String], what: &str) -> Result<Vec<CString>, SetupError> {
+    items
+        .iter()
+        .map(|s| {
+            CString::new(s.as_bytes()).map_err(|_| {
+                SetupError::other(Step::ReadPlan, "plan", format!("{what} entry {s:?} contains a NUL byte"))
+            })
+        })
+        .collect()
+}
+
+/// The paths `execve` is tried on, in order: argv[0] itself if it has a `/`, else each `PATH`
+/// entry of the job's environment joined with it.
+fn exec_candidates(plan: &LaunchPlan) -> Result<Vec<CString>, SetupError> {
+    let Some(cmd) = plan.argv.first() else {
+        return Err(SetupError::other(Step::ReadPlan, "plan", "empty command"));
+    };
+    if cmd.is_empty() {
+        return Err(SetupError::other(Step::ReadPlan, "plan", "empty command name"));
+    }
+    let paths: Vec<String> = if cmd.contains('/') {
+        vec![cmd.clone()]
+    } else {
+        let path = plan
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| format!("{}/{cmd}", d.trim_end_matches('/')))
+            .collect()
+    };
+    c_strings(&paths, "command path")
+}
+
+fn exec_first<S: Sys>(
+    sys: &mut S,
+    plan: &LaunchPlan,
+    candidates: &[CString],
+    argv: &[CString],
+    envp: &[CString],
+) -> SetupError {
+    // Like execvpe: ENOENT/ENOTDIR move on to the next PATH entry; EACCES is remembered (a later
+    // entry may still work); anything else is final.
+    let mut saw_eacces = None;
+    for path in candidates {
+        match sys.execve(path, argv, envp) {
+            Errno::ENOENT | Errno::ENOTDIR => continue,
+            Errno::EACCES => {
+                saw_eacces.get_or_insert_with(|| path.to_string_lossy().into_owned());
+            }
+            e => {
+                return SetupError::sys(Step::Exec, format!("execve({})", path.to_string_lossy()), e)
+            }
+        }
+    }
+    let cmd = &plan.argv[0];
+    match saw_eacces {
+        Some(path) => SetupError {
+            step: Step::Exec,
+            syscall: format!("execve({path})"),
+            errno: Errno::EACCES as i32,
+            message: format!("permission denied executing {path} as uid {}", plan.uid),
+        },
+        None => SetupError {
+            step: Step::Exec,
+            syscall: format!("execve({cmd})"),
+            errno: Errno::ENOENT as i32,
+            message: if cmd.contains('/') {
+                format!("command not found: {cmd}")
+            } else {
+                let path = plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+                format!("command not found: {cmd} (searched PATH={})", path.unwrap_or(DEFAULT_PATH))
+            },
+        },
+    }
+}
+
+/// The real system calls.
+#[derive(Debug, Default)]
+pub struct LinuxSys;
+
+impl Sys for LinuxSys {
+    fn close_fds_except(&mut self, keep: RawFd) -> Result<(), Errno> {
+        if keep > 3 {
+            sys::close_range(3, (keep - 1) as libc::c_uint)?;
+        }
+        sys::close_from(keep.max(2) + 1)
+    }
+    fn setsid(&mut self) -> Result<(), Errno> {
+        nix::unistd::setsid().map(drop)
+    }
+    fn set_pdeathsig(&mut self, sig: Signal) -> Result<(), Errno> {
+        nix::sys::prctl::set_pdeathsig(sig)
+    }
+    fn getppid(&mut self) -> i32 {
+        nix::unistd::getppid().as_raw()
+    }
+    fn getpid(&mut self) -> i32 {
+        nix::unistd::getpid().as_raw()
+    }
+    fn write_file(&mut self, path: &Path, data: &str) -> Result<(), Errno> {
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(io_errno)?;
+        f.write_all(data.as_bytes()).map_err(io_errno)
+    }
+    fn setrlimit(&mut self, limit: Rlimit) -> Result<(), Errno> {
+        use nix::sys::resource::Resource;
+        let resource = match limit.resource {
+            RlimitResource::Core => Resource::RLIMIT_CORE,
+            RlimitResource::NoFile => Resource::RLIMIT_NOFILE,
+            RlimitResource::FSize => Resource::RLIMIT_FSIZE,
+            RlimitResource::Stack => Resource::RLIMIT_STACK,
+            RlimitResource::Cpu => Resource::RLIMIT_CPU,
+        };
+        nix::sys::resource::setrlimit(resource, limit.soft, limit.hard)
+    }
+    fn drop_bounding_ambient_inheritable(&mut self) -> Result<(), String> {
+        use caps::CapSet;
+        // Every capability the running kernel knows (probed with PR_CAPBSET_READ), not just the
+        // ones this crate was compiled with.
+        for cap in caps::runtime::thread_all_supported() {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
+        }
+        caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear ambient set: {e}"))?;
+        caps::clear(None, CapSet::Inheritable).map_err(|e| format!("clear inheritable set: {e}"))
+    }
+    fn setgroups(&mut self, gids: &[u32]) -> Result<(), Errno> {
+        let gids: Vec<_> = gids.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&gids)
+    }
+    fn setresgid(&mut self, gid: u32) -> Result<(), Errno> {
+        let g = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setresgid(g, g, g)
+    }
+    fn setresuid(&mut self, uid: u32) -> Result<(), Errno> {
+        let u = nix::unistd::Uid::from_raw(uid);
+        nix::unistd::setresuid(u, u, u)
+    }
+    fn clear_and_verify_caps(&mut self) -> Result<(), String> {
+        use caps::CapSet;
+        caps::clear(None, CapSet::Effective).map_err(|e| format!("clear effective set: {e}"))?;
+        caps::clear(None, CapSet::Permitted).map_err(|e| format!("clear permitted set: {e}"))?;
+        for set in [
+            CapSet::Effective,
+            CapSet::Permitted,
+            CapSet::Inheritable,
+            CapSet::Ambient,
+            CapSet::Bounding,
+        ] {
+            let held = caps::read(None, set).map_err(|e| format!("read {set:?} set: {e}"))?;
+            if !held.is_empty() {
+                return Err(format!("{set:?} set still holds {held:?}"));
+            }
+        }
+        Ok(())
+    }
+    fn set_no_new_privs(&mut self) -> Result<(), Errno> {
+        nix::sys::prctl::set_no_new_privs()
+    }
+    fn umask(&mut self, mask: u32) {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
+        nix::unistd::chdir(path)
+    }
+    fn execve(&mut self, path: &CString, argv: &[CString], envp: &[CString]) -> Errno {
+        match nix::unistd::execve(path, argv, envp) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        }
+    }
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Entry point of the helper process. Call it first thing in `main` when `argv[1]` is
+/// [`HELPER_ARG`], before any thread or runtime exists. Never returns.
+pub fn helper_main() -> ! {
+    // Move the control socket off stdin to a close-on-exec descriptor, then give the job
+    // /dev/null as stdin. If either fails there is nobody to tell but our exit status.
+    let ctrl_fd = match fcntl(0, FcntlArg::F_DUPFD_CLOEXEC(3)) {
+        Ok(fd) => fd,
+        Err(_) => std::process::exit(SETUP_FAILED_EXIT),
+    };
+    let mut ctrl = File::from(sys::take_fd(ctrl_fd));
+    let err = match stdin_devnull()
+        .and_then(|()| read_plan(&mut ctrl))
+        .and_then(|plan| apply(&mut LinuxSys, &plan, ctrl.as_raw_fd()))
+    {
+        Ok(never) => match never {},
+        Err(err) => err,
+    };
+    if let Ok(frame) = wire::encode(&err) {
+        let _ = ctrl.write_all(&frame);
+    }
+    std::process::exit(SETUP_FAILED_EXIT)
+}
+
+fn stdin_devnull() -> Result<(), SetupError> {
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+        .map_err(|e| SetupError::sys(Step::CloseFds, "open(/dev/null)", e))?;
+    let null = sys::take_fd(null);
+    nix::unistd::dup2(null.as_raw_fd(), 0)
+        .map_err(|e| SetupError::sys(Step::CloseFds, "dup2(/dev/null, 0)", e))?;
+    Ok(())
+}
+
+fn read_plan(ctrl: &mut File) -> Result<LaunchPlan, SetupError> {
+    let fail = |m: String| SetupError::other(Step::ReadPlan, "read(control socket)", m);
+    let mut header = [0u8; 4];
+    ctrl.read_exact(&mut header).map_err(|e| fail(format!("plan header: {e}")))?;
+    let len = wire::check_len(header).map_err(fail)?;
+    let mut body = vec![0u8; len];
+    ctrl.read_exact(&mut body).map_err(|e| fail(format!("plan body: {e}")))?;
+    wire::decode(&body).map_err(|e| fail(format!("decode plan: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Order and arguments of the confinement steps, against a recording double (no root needed).
+
+use super::*;
+
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<String>,
+    fail: Option<(&'static str, Errno)>,
+    ppid: i32,
+    exec_results: Vec<Errno>,
+}
+
+impl Recorder {
+    fn hit(&mut self, call: String) -> Result<(), Errno> {
+        let name = call.split('(').next().unwrap_or_default().to_string();
+        self.calls.push(call);
+        match self.fail {
+            Some((n, e)) if n == name => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Sys for Recorder {
+    fn close_fds_except(&mut self, keep: RawFd) -> Result<(), Errno> {
+        self.hit(format!("close_fds_except({keep})"))
+    }
+    fn setsid(&mut self) -> Result<(), Errno> {
+        self.hit("setsid()".into())
+    }
+    fn set_pdeathsig(&mut self, sig: Signal) -> Result<(), Errno> {
+        self.hit(format!("set_pdeathsig({sig})"))
+    }
+    fn getppid(&mut self) -> i32 {
+        self.ppid
+    }
+    fn getpid(&mut self) -> i32 {
+        4242
+    }
+    fn write_file(&mut self, path: &Path, data: &str) -> Result<(), Errno> {
+        self.hit(format!("write_file({}, {data})", path.display()))
+    }
+    fn setrlimit(&mut self, l: Rlimit) -> Result<(), Errno> {
+        self.hit(format!("setrlimit({}, {}, {})", l.resource.name(), l.soft, l.hard))
+    }
+    fn drop_bounding_ambient_inheritable(&mut self) -> Result<(), String> {
+        self.hit("drop_bounding_ambient_inheritable()".into()).map_err(|e| e.to_string())
+    }
+    fn setgroups(&mut self, gids: &[u32]) -> Result<(), Errno> {
+        self.hit(format!("setgroups({gids:?})"))
+    }
+    fn setresgid(&mut self, gid: u32) -> Result<(), Errno> {
+        self.hit(format!("setresgid({gid})"))
+    }
+    fn setresuid(&mut self, uid: u32) -> Result<(), Errno> {
+        self.hit(format!("setresuid({uid})"))
+    }
+    fn clear_and_verify_caps(&mut self) -> Result<(), String> {
+        self.hit("clear_and_verify_caps()".into()).map_err(|e| e.to_string())
+    }
+    fn set_no_new_privs(&mut self) -> Result<(), Errno> {
+        self.hit("set_no_new_privs()".into())
+    }
+    fn umask(&mut self, mask: u32) {
+        self.calls.push(format!("umask({mask:o})"));
+    }
+    fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
+        self.hit(format!("chdir({})", path.display()))
+    }
+    fn execve(&mut self, path: &CString, _argv: &[CString], _envp: &[CString]) -> Errno {
+        self.calls.push(format!("execve({})", path.to_string_lossy()));
+        if self.exec_results.is_empty() {
+            Errno::ENOENT
+        } else {
+            self.exec_results.remove(0)
+        }
+    }
+}
+
+fn plan() -> LaunchPlan {
+    LaunchPlan {
+        job_id: "j-test".into(),
+        argv: vec!["sh".into(), "-c".into(), "true".into()],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: "/ws".into(),
+        uid: 61000,
+        gid: 61000,
+        supplementary_gids: vec![],
+        umask: 0o022,
+        rlimits: vec![Rlimit { resource: RlimitResource::NoFile, soft: 256, hard: 256 }],
+        cgroup_procs: vec!["/cg/memory/j/cgroup.procs".into(), "/cg/unified/j/cgroup.procs".into()],
+        parent_pid: 100,
+    }
+}
+
+#[test]
+fn steps_run_in_the_documented_order() {
+    let mut sys = Recorder { ppid: 100, exec_results: vec![Errno::ENOENT, Errno::E2BIG], ..Default::default() };
+    let err = apply(&mut sys, &plan(), 7).unwrap_err();
+    assert_eq!(
+        sys.calls,
+        [
+            "close_fds_except(7)",
+            "setsid()",
+            "set_pdeathsig(SIGKILL)",
+            "write_file(/cg/memory/j/cgroup.procs, 4242)",
+            "write_file(/cg/unified/j/cgroup.procs, 4242)",
+            "setrlimit(RLIMIT_CORE, 0, 0)",
+            "setrlimit(RLIMIT_NOFILE, 256, 256)",
+            "drop_bounding_ambient_inheritable()",
+            "setgroups([])",
+            "setresgid(61000)",
+            "setresuid(61000)",
+            // setresuid cleared PDEATHSIG: it must be armed again after it
+            "set_pdeathsig(SIGKILL)",
+            "clear_and_verify_caps()",
+            "set_no_new_privs()",
+            "umask(22)",
+            "chdir(/ws)",
+            "execve(/usr/bin/sh)",
+            "execve(/bin/sh)",
+        ]
+    );
+    // ENOENT on the first PATH entry moves on; E2BIG on the second is final and reported.
+    assert_eq!(err.step, Step::Exec);
+    assert_eq!(err.errno, Errno::E2BIG as i32);
+    assert_eq!(err.syscall, "execve(/bin/sh)");
+}
+
+#[test]
+fn a_failing_step_stops_everything_after_it() {
+    let mut sys = Recorder { ppid: 100, fail: Some(("setresuid", Errno::EPERM)), ..Default::default() };
+    let err = apply(&mut sys, &plan(), 3).unwrap_err();
+    assert_eq!(err.step, Step::Identity);
+    assert_eq!(err.syscall, "setresuid(61000, 61000, 61000)");
+    assert_eq!(err.errno, libc::EPERM);
+    assert_eq!(sys.calls.last().map(String::as_str), Some("setresuid(61000)"));
+    assert!(!sys.calls.iter().any(|c| c.starts_with("execve")));
+}
+
+#[test]
+fn a_dead_supervisor_stops_setup_before_the_cgroup_is_joined() {
+    let mut sys = Recorder { ppid: 1, ..Default::default() };
+    let err = apply(&mut sys, &plan(), 3).unwrap_err();
+    assert_eq!(err.step, Step::ParentDeathSignal);
+    assert!(err.message.contains("supervisor pid 100 is gone"), "{}", err.message);
+    assert!(!sys.calls.iter().any(|c| c.starts_with("write_file")));
+}
+
+#[test]
+fn command_not_found_names_the_command_and_path() {
+    let mut sys = Recorder { ppid: 100, ..Default::default() };
+    let mut p = plan();
+    p.argv = vec!["no-such-cmd".into()];
+    let err = apply(&mut sys, &p, 3).unwrap_err();
+    assert_eq!(err.step, Step::Exec);
+    assert_eq!(err.errno, libc::ENOENT);
+    assert_eq!(err.message, "command not found: no-such-cmd (searched PATH=/usr/bin:/bin)");
+}
+
+#[test]
+fn malformed_plans_are_refused_before_any_side_effect() {
+    let mut sys = Recorder { ppid: 100, ..Default::default() };
+    let mut p = plan();
+    p.argv = vec!["a\0b".into()];
+    let err = apply(&mut sys, &p, 3).unwrap_err();
+    assert_eq!(err.step, Step::ReadPlan);
+    assert!(sys.calls.is_empty(), "{:?}", sys.calls);
+    p.argv.clear();
+    assert!(apply(&mut sys, &p, 3).unwrap_err().message.contains("empty command"));
+    assert!(sys.calls.is_empty());
+}

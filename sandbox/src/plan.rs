@@ -1,0 +1,74 @@
+//! The launch plan: everything the exec helper needs, fully resolved by the supervisor.
+//!
+//! The helper does no policy work: it parses nothing but this plan, looks nothing up but the
+//! command in the plan's `PATH`, and applies the steps in [`crate::helper`] in order.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A fully resolved description of one job launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    /// Job identifier, for error messages only.
+    pub job_id: String,
+    /// Command and arguments. `argv[0]` is searched in the plan's `PATH` unless it contains `/`.
+    pub argv: Vec<String>,
+    /// The job's complete environment; nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    /// Working directory (the workspace), entered after the identity change.
+    pub cwd: PathBuf,
+    /// Unprivileged uid the job runs as (never 0).
+    pub uid: u32,
+    /// Unprivileged gid the job runs as (never 0).
+    pub gid: u32,
+    /// Supplementary groups (usually empty).
+    pub supplementary_gids: Vec<u32>,
+    /// File mode creation mask.
+    pub umask: u32,
+    /// Resource limits, applied while still root (soft and hard).
+    pub rlimits: Vec<Rlimit>,
+    /// `cgroup.procs` files the helper writes its own pid into, in order.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Pid of the supervisor; if the helper's parent is no longer this pid, it gives up.
+    pub parent_pid: i32,
+}
+
+/// One resource limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// Which limit.
+    pub resource: RlimitResource,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit (the job can lower, never raise it).
+    pub hard: u64,
+}
+
+/// Resource limits a plan may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RlimitResource {
+    /// Core file size (always 0 in stockade: no job memory lands on disk).
+    Core,
+    /// Open files.
+    NoFile,
+    /// Largest file the job may write, in bytes.
+    FSize,
+    /// Stack size in bytes.
+    Stack,
+    /// CPU seconds of one process (the cgroup accounts the whole job).
+    Cpu,
+}
+
+impl RlimitResource {
+    /// The name used in errors and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RlimitResource::Core => "RLIMIT_CORE",
+            RlimitResource::NoFile => "RLIMIT_NOFILE",
+            RlimitResource::FSize => "RLIMIT_FSIZE",
+            RlimitResource::Stack => "RLIMIT_STACK",
+            RlimitResource::Cpu => "RLIMIT_CPU",
+        }
+    }
+}
