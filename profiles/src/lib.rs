@@ -154,13 +154,17 @@ impl Profile {
             }
             env.insert(k.clone(), v.clone());
         }
-        Ok(Resolved { wall_timeout, grace: self.grace, env: env.into_iter().collect() })
+        Ok(Resolved {
+            wall_timeout,
+            grace: self.grace,
+            env: env.into_iter().collect(),
+        })
     }
 }
 
 fn fmt_secs(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         (ms / 1000).to_string()
     } else {
         format!("{:.3}", d.as_secs_f64())
@@ -227,7 +231,10 @@ impl HostAccounts {
     /// Read `passwd` and `group` files (normally `/etc/passwd`, `/etc/group`). A missing file
     /// counts as empty.
     pub fn read(passwd: &Path, group: &Path) -> HostAccounts {
-        HostAccounts { users: parse_ids(passwd), groups: parse_ids(group) }
+        HostAccounts {
+            users: parse_ids(passwd),
+            groups: parse_ids(group),
+        }
     }
 
     /// No accounts (for tests).
@@ -260,7 +267,13 @@ impl ProfileSet {
     pub fn embedded(accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
         let files = EMBEDDED
             .iter()
-            .map(|(name, text)| (PathBuf::from(format!("<embedded>/{name}.toml")), name.to_string(), text.to_string()))
+            .map(|(name, text)| {
+                (
+                    PathBuf::from(format!("<embedded>/{name}.toml")),
+                    name.to_string(),
+                    text.to_string(),
+                )
+            })
             .collect();
         Self::from_texts(files, accounts, "embedded defaults".into())
     }
@@ -268,9 +281,16 @@ impl ProfileSet {
     /// Every `*.toml` file in `dir` (the embedded defaults are not included).
     pub fn load_dir(dir: &Path, accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
         let err = |reason: String| {
-            ProfileErrors(vec![ProfileError { file: dir.to_path_buf(), key: None, value: None, reason, hint: None }])
+            ProfileErrors(vec![ProfileError {
+                file: dir.to_path_buf(),
+                key: None,
+                value: None,
+                reason,
+                hint: None,
+            }])
         };
-        let entries = std::fs::read_dir(dir).map_err(|e| err(format!("cannot read profile directory: {e}")))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| err(format!("cannot read profile directory: {e}")))?;
         let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| err(format!("cannot read profile directory: {e}")))?;
@@ -278,11 +298,21 @@ impl ProfileSet {
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
-            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+            else {
                 continue;
             };
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                ProfileErrors(vec![ProfileError { file: path.clone(), key: None, value: None, reason: format!("cannot read: {e}"), hint: None }])
+                ProfileErrors(vec![ProfileError {
+                    file: path.clone(),
+                    key: None,
+                    value: None,
+                    reason: format!("cannot read: {e}"),
+                    hint: None,
+                }])
             })?;
             files.push((path, name, text));
         }
@@ -381,25 +411,57 @@ pub fn parse_profile(
         }
     };
 
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        problem("name", format!("{name:?}"), "profile names (file stems) may use only [A-Za-z0-9_-]", None);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        problem(
+            "name",
+            format!("{name:?}"),
+            "profile names (file stems) may use only [A-Za-z0-9_-]",
+            None,
+        );
     }
     let id = &file.identity;
-    for (key, value, host) in [("identity.uid", id.uid, &accounts.users), ("identity.gid", id.gid, &accounts.groups)] {
+    for (key, value, host) in [
+        ("identity.uid", id.uid, &accounts.users),
+        ("identity.gid", id.gid, &accounts.groups),
+    ] {
         if value == 0 {
-            problem(key, value.to_string(), "jobs never run as root", Some("pick an unused id from a dedicated range such as 61000-61999"));
+            problem(
+                key,
+                value.to_string(),
+                "jobs never run as root",
+                Some("pick an unused id from a dedicated range such as 61000-61999"),
+            );
         } else if value == OVERFLOW_ID {
-            problem(key, value.to_string(), "the overflow id (nobody/nogroup) is shared with every unmapped file on the host", Some("pick an unused id from a dedicated range such as 61000-61999"));
+            problem(
+                key,
+                value.to_string(),
+                "the overflow id (nobody/nogroup) is shared with every unmapped file on the host",
+                Some("pick an unused id from a dedicated range such as 61000-61999"),
+            );
         } else if let Some(account) = host.get(&value) {
             problem(key, value.to_string(), &format!("already belongs to host account {account:?}; a job would share its files and processes"), Some("pick an id no host account uses"));
         }
     }
     let l = &file.limits;
     if l.wall_timeout_secs == 0 || l.wall_timeout_secs > MAX_TIMEOUT_SECS {
-        problem("limits.wall_timeout_secs", l.wall_timeout_secs.to_string(), &format!("must be between 1 and {MAX_TIMEOUT_SECS} (a week)"), None);
+        problem(
+            "limits.wall_timeout_secs",
+            l.wall_timeout_secs.to_string(),
+            &format!("must be between 1 and {MAX_TIMEOUT_SECS} (a week)"),
+            None,
+        );
     }
     if l.grace_secs > MAX_GRACE_SECS {
-        problem("limits.grace_secs", l.grace_secs.to_string(), &format!("must be at most {MAX_GRACE_SECS}"), None);
+        problem(
+            "limits.grace_secs",
+            l.grace_secs.to_string(),
+            &format!("must be at most {MAX_GRACE_SECS}"),
+            None,
+        );
     }
     for (key, value, min) in [
         ("limits.memory_mib", l.memory_mib, 8),
@@ -409,7 +471,12 @@ pub fn parse_profile(
     ] {
         if let Some(v) = value {
             if v < min {
-                problem(key, v.to_string(), &format!("must be at least {min}"), Some("omit the key for no limit"));
+                problem(
+                    key,
+                    v.to_string(),
+                    &format!("must be at least {min}"),
+                    Some("omit the key for no limit"),
+                );
             }
         }
     }
@@ -420,12 +487,22 @@ pub fn parse_profile(
     }
     for (k, v) in &file.env.set {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            problem(&format!("env.set.{k}"), format!("{v:?}"), "names may not be empty or contain '=' or NUL; values may not contain NUL", None);
+            problem(
+                &format!("env.set.{k}"),
+                format!("{v:?}"),
+                "names may not be empty or contain '=' or NUL; values may not contain NUL",
+                None,
+            );
         }
     }
     for k in &file.env.allow {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            problem("env.allow", format!("{k:?}"), "names may not be empty or contain '=' or NUL", None);
+            problem(
+                "env.allow",
+                format!("{k:?}"),
+                "names may not be empty or contain '=' or NUL",
+                None,
+            );
         }
     }
     if !errors.is_empty() {

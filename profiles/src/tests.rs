@@ -1,7 +1,12 @@
 use super::*;
 
 fn parse(text: &str) -> Result<Profile, Vec<ProfileError>> {
-    parse_profile(Path::new("/etc/stockade/p.toml"), "p", text, &HostAccounts::none())
+    parse_profile(
+        Path::new("/etc/stockade/p.toml"),
+        "p",
+        text,
+        &HostAccounts::none(),
+    )
 }
 
 const MINIMAL: &str = "[identity]\nuid = 61000\ngid = 61000\n[limits]\nwall_timeout_secs = 60\n";
@@ -10,13 +15,22 @@ const MINIMAL: &str = "[identity]\nuid = 61000\ngid = 61000\n[limits]\nwall_time
 fn embedded_defaults_load_and_have_the_expected_deadlines() {
     let set = ProfileSet::embedded(&HostAccounts::none()).unwrap();
     assert_eq!(set.names(), ["agent", "build", "git"]);
-    assert_eq!(set.get("agent").unwrap().wall_timeout, Duration::from_secs(300));
-    assert_eq!(set.get("git").unwrap().wall_timeout, Duration::from_secs(600));
-    assert_eq!(set.get("build").unwrap().wall_timeout, Duration::from_secs(1800));
+    assert_eq!(
+        set.get("agent").unwrap().wall_timeout,
+        Duration::from_secs(300)
+    );
+    assert_eq!(
+        set.get("git").unwrap().wall_timeout,
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        set.get("build").unwrap().wall_timeout,
+        Duration::from_secs(1800)
+    );
     for name in set.names() {
         let p = set.get(name).unwrap();
         assert!(p.uid >= 61000 && p.gid >= 61000, "{name}");
-        assert_eq!(p.grace.as_secs() > 0, true);
+        assert!(p.grace.as_secs() > 0, "{name}");
     }
 }
 
@@ -30,7 +44,10 @@ fn embedded_defaults_do_not_collide_with_this_hosts_accounts() {
 fn unknown_keys_are_refused_with_file_line_and_hint() {
     let errs = parse(&format!("{MINIMAL}memory_mbi = 5\n")).unwrap_err();
     let msg = errs[0].to_string();
-    assert!(msg.starts_with("/etc/stockade/p.toml: unknown field `memory_mbi`"), "{msg}");
+    assert!(
+        msg.starts_with("/etc/stockade/p.toml: unknown field `memory_mbi`"),
+        "{msg}"
+    );
     assert!(msg.contains("(line 6)"), "{msg}");
     assert!(msg.contains("hint: see docs/profiles.md"), "{msg}");
 }
@@ -38,7 +55,11 @@ fn unknown_keys_are_refused_with_file_line_and_hint() {
 #[test]
 fn every_problem_is_reported_with_key_value_and_reason() {
     let text = "[identity]\nuid = 0\ngid = 65534\n[limits]\nwall_timeout_secs = 0\ngrace_secs = 301\npids = 0\n";
-    let msgs: Vec<String> = parse(text).unwrap_err().iter().map(|e| e.to_string()).collect();
+    let msgs: Vec<String> = parse(text)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(
         msgs,
         [
@@ -68,21 +89,49 @@ fn requests_may_only_narrow() {
     p.env_set.insert("PATH".into(), "/bin".into());
     p.env_allow = vec!["TERM".into()];
     let ok = p
-        .resolve(&Overrides { timeout: Some(Duration::from_secs(5)), env: vec![("TERM".into(), "xterm".into())] })
+        .resolve(&Overrides {
+            timeout: Some(Duration::from_secs(5)),
+            env: vec![("TERM".into(), "xterm".into())],
+        })
         .unwrap();
     assert_eq!(ok.wall_timeout, Duration::from_secs(5));
-    assert_eq!(ok.env, [("PATH".to_string(), "/bin".to_string()), ("TERM".to_string(), "xterm".to_string())]);
+    assert_eq!(
+        ok.env,
+        [
+            ("PATH".to_string(), "/bin".to_string()),
+            ("TERM".to_string(), "xterm".to_string())
+        ]
+    );
 
-    let wider = p.resolve(&Overrides { timeout: Some(Duration::from_secs(61)), ..Default::default() });
+    let wider = p.resolve(&Overrides {
+        timeout: Some(Duration::from_secs(61)),
+        ..Default::default()
+    });
     assert_eq!(
         wider.unwrap_err().0,
         "timeout 61s exceeds profile p's wall_timeout_secs = 60 (a request may only shorten it)"
     );
-    let env = p.resolve(&Overrides { env: vec![("LD_PRELOAD".into(), "/x.so".into())], ..Default::default() });
-    assert_eq!(env.unwrap_err().0, "environment variable LD_PRELOAD is not in profile p's env.allow [\"TERM\"]");
+    let env = p.resolve(&Overrides {
+        env: vec![("LD_PRELOAD".into(), "/x.so".into())],
+        ..Default::default()
+    });
+    assert_eq!(
+        env.unwrap_err().0,
+        "environment variable LD_PRELOAD is not in profile p's env.allow [\"TERM\"]"
+    );
     // A request cannot override a fixed variable either: PATH is not in allow.
-    assert!(p.resolve(&Overrides { env: vec![("PATH".into(), "/tmp".into())], ..Default::default() }).is_err());
-    assert!(p.resolve(&Overrides { timeout: Some(Duration::ZERO), ..Default::default() }).is_err());
+    assert!(p
+        .resolve(&Overrides {
+            env: vec![("PATH".into(), "/tmp".into())],
+            ..Default::default()
+        })
+        .is_err());
+    assert!(p
+        .resolve(&Overrides {
+            timeout: Some(Duration::ZERO),
+            ..Default::default()
+        })
+        .is_err());
 }
 
 #[test]
@@ -99,6 +148,11 @@ fn load_dir_replaces_the_defaults_and_reports_every_file() {
     assert_eq!(errs.0.len(), 3, "{errs}");
 
     let empty = tempfile::tempdir().unwrap();
-    let err = ProfileSet::load_dir(empty.path(), &HostAccounts::none()).unwrap_err().to_string();
-    assert!(err.ends_with("no *.toml profiles in this directory"), "{err}");
+    let err = ProfileSet::load_dir(empty.path(), &HostAccounts::none())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("no *.toml profiles in this directory"),
+        "{err}"
+    );
 }

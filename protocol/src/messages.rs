@@ -246,3 +246,23 @@ pub struct ResultRecord {
     /// Gid the job ran as (`None` if it never started).
     pub gid: Option<u32>,
 }
+
+impl ErrorKind {
+    /// The kind's wire name in snake_case (as the JSON encoding spells it), for messages and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::BadFrame => "bad_frame",
+            ErrorKind::Handshake => "handshake",
+            ErrorKind::UnsupportedVersion => "unsupported_version",
+            ErrorKind::UnknownJob => "unknown_job",
+            ErrorKind::NotPermitted => "not_permitted",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -87,6 +87,11 @@ impl SetupError {
 
     /// An error that is not a system call's (errno 0).
     pub fn other(step: Step, syscall: impl Into<String>, message: impl Into<String>) -> Self {
-        SetupError { step, syscall: syscall.into(), errno: 0, message: message.into() }
+        SetupError {
+            step,
+            syscall: syscall.into(),
+            errno: 0,
+            message: message.into(),
+        }
     }
 }

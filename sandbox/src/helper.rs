@@ -12,6 +12,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -72,22 +73,36 @@ pub trait Sys {
 ///
 /// `ctrl` is the control socket's descriptor: the only one above stderr that survives step 1, and
 /// it is close-on-exec.
-pub fn apply<S: Sys>(sys: &mut S, plan: &LaunchPlan, ctrl: RawFd) -> Result<Infallible, SetupError> {
+pub fn apply<S: Sys>(
+    sys: &mut S,
+    plan: &LaunchPlan,
+    ctrl: RawFd,
+) -> Result<Infallible, SetupError> {
     // Everything that can fail without side effects is prepared first (C strings, the PATH list),
     // so a malformed plan is refused before the process changes at all.
     let argv = c_strings(&plan.argv, "argv")?;
     let envp = c_strings(
-        &plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        &plan
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>(),
         "environment",
     )?;
     let candidates = exec_candidates(plan)?;
 
     // 1. No inherited descriptor reaches the job, CLOEXEC or not (the caller may have leaked some).
-    sys.close_fds_except(ctrl)
-        .map_err(|e| SetupError::sys(Step::CloseFds, format!("close_range(3.., except {ctrl})"), e))?;
+    sys.close_fds_except(ctrl).map_err(|e| {
+        SetupError::sys(
+            Step::CloseFds,
+            format!("close_range(3.., except {ctrl})"),
+            e,
+        )
+    })?;
     // 2. A new session: no controlling terminal (TIOCSTI on the caller's tty is impossible), and
     //    the job cannot signal the supervisor's process group.
-    sys.setsid().map_err(|e| SetupError::sys(Step::NewSession, "setsid()", e))?;
+    sys.setsid()
+        .map_err(|e| SetupError::sys(Step::NewSession, "setsid()", e))?;
     // 3. Die with the supervisor. Armed now to cover the privileged steps below; re-armed after
     //    setresuid, which clears it. The getppid check closes the race where the parent died
     //    before the prctl.
@@ -97,17 +112,30 @@ pub fn apply<S: Sys>(sys: &mut S, plan: &LaunchPlan, ctrl: RawFd) -> Result<Infa
     let pid = sys.getpid().to_string();
     for procs in &plan.cgroup_procs {
         sys.write_file(procs, &pid).map_err(|e| {
-            SetupError::sys(Step::JoinCgroup, format!("write \"{pid}\" to {}", procs.display()), e)
+            SetupError::sys(
+                Step::JoinCgroup,
+                format!("write \"{pid}\" to {}", procs.display()),
+                e,
+            )
         })?;
     }
     // 5. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
     //    are always off: no job memory lands on disk.
-    let core = Rlimit { resource: RlimitResource::Core, soft: 0, hard: 0 };
+    let core = Rlimit {
+        resource: RlimitResource::Core,
+        soft: 0,
+        hard: 0,
+    };
     for limit in std::iter::once(&core).chain(plan.rlimits.iter()) {
         sys.setrlimit(*limit).map_err(|e| {
             SetupError::sys(
                 Step::Rlimits,
-                format!("setrlimit({}, {}, {})", limit.resource.name(), limit.soft, limit.hard),
+                format!(
+                    "setrlimit({}, {}, {})",
+                    limit.resource.name(),
+                    limit.soft,
+                    limit.hard
+                ),
                 e,
             )
         })?;
@@ -120,13 +148,25 @@ pub fn apply<S: Sys>(sys: &mut S, plan: &LaunchPlan, ctrl: RawFd) -> Result<Infa
     // 7. Identity: groups first (needs CAP_SETGID), then gid, then uid last (after it we are no
     //    longer privileged to change the others).
     sys.setgroups(&plan.supplementary_gids).map_err(|e| {
-        SetupError::sys(Step::Identity, format!("setgroups({:?})", plan.supplementary_gids), e)
+        SetupError::sys(
+            Step::Identity,
+            format!("setgroups({:?})", plan.supplementary_gids),
+            e,
+        )
     })?;
     sys.setresgid(plan.gid).map_err(|e| {
-        SetupError::sys(Step::Identity, format!("setresgid({0}, {0}, {0})", plan.gid), e)
+        SetupError::sys(
+            Step::Identity,
+            format!("setresgid({0}, {0}, {0})", plan.gid),
+            e,
+        )
     })?;
     sys.setresuid(plan.uid).map_err(|e| {
-        SetupError::sys(Step::Identity, format!("setresuid({0}, {0}, {0})", plan.uid), e)
+        SetupError::sys(
+            Step::Identity,
+            format!("setresuid({0}, {0}, {0})", plan.uid),
+            e,
+        )
     })?;
     // 8. The credential change cleared the parent-death signal: arm it again.
     arm_parent_death_signal(sys, plan)?;
@@ -148,14 +188,21 @@ pub fn apply<S: Sys>(sys: &mut S, plan: &LaunchPlan, ctrl: RawFd) -> Result<Infa
 
 fn arm_parent_death_signal<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
     sys.set_pdeathsig(Signal::SIGKILL).map_err(|e| {
-        SetupError::sys(Step::ParentDeathSignal, "prctl(PR_SET_PDEATHSIG, SIGKILL)", e)
+        SetupError::sys(
+            Step::ParentDeathSignal,
+            "prctl(PR_SET_PDEATHSIG, SIGKILL)",
+            e,
+        )
     })?;
     let ppid = sys.getppid();
     if ppid != plan.parent_pid {
         return Err(SetupError::other(
             Step::ParentDeathSignal,
             "getppid()",
-            format!("supervisor pid {} is gone (parent is now {ppid})", plan.parent_pid),
+            format!(
+                "supervisor pid {} is gone (parent is now {ppid})",
+                plan.parent_pid
+            ),
         ));
     }
     Ok(())
@@ -166,7 +213,11 @@ fn c_strings(items: &[String], what: &str) -> Result<Vec<CString>, SetupError> {
         .iter()
         .map(|s| {
             CString::new(s.as_bytes()).map_err(|_| {
-                SetupError::other(Step::ReadPlan, "plan", format!("{what} entry {s:?} contains a NUL byte"))
+                SetupError::other(
+                    Step::ReadPlan,
+                    "plan",
+                    format!("{what} entry {s:?} contains a NUL byte"),
+                )
             })
         })
         .collect()
@@ -179,7 +230,11 @@ fn exec_candidates(plan: &LaunchPlan) -> Result<Vec<CString>, SetupError> {
         return Err(SetupError::other(Step::ReadPlan, "plan", "empty command"));
     };
     if cmd.is_empty() {
-        return Err(SetupError::other(Step::ReadPlan, "plan", "empty command name"));
+        return Err(SetupError::other(
+            Step::ReadPlan,
+            "plan",
+            "empty command name",
+        ));
     }
     let paths: Vec<String> = if cmd.contains('/') {
         vec![cmd.clone()]
@@ -215,7 +270,11 @@ fn exec_first<S: Sys>(
                 saw_eacces.get_or_insert_with(|| path.to_string_lossy().into_owned());
             }
             e => {
-                return SetupError::sys(Step::Exec, format!("execve({})", path.to_string_lossy()), e)
+                return SetupError::sys(
+                    Step::Exec,
+                    format!("execve({})", path.to_string_lossy()),
+                    e,
+                )
             }
         }
     }
@@ -234,8 +293,15 @@ fn exec_first<S: Sys>(
             message: if cmd.contains('/') {
                 format!("command not found: {cmd}")
             } else {
-                let path = plan.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
-                format!("command not found: {cmd} (searched PATH={})", path.unwrap_or(DEFAULT_PATH))
+                let path = plan
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| v.as_str());
+                format!(
+                    "command not found: {cmd} (searched PATH={})",
+                    path.unwrap_or(DEFAULT_PATH)
+                )
             },
         },
     }
@@ -265,7 +331,10 @@ impl Sys for LinuxSys {
         nix::unistd::getpid().as_raw()
     }
     fn write_file(&mut self, path: &Path, data: &str) -> Result<(), Errno> {
-        let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(io_errno)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_errno)?;
         f.write_all(data.as_bytes()).map_err(io_errno)
     }
     fn setrlimit(&mut self, limit: Rlimit) -> Result<(), Errno> {
@@ -291,7 +360,10 @@ impl Sys for LinuxSys {
         caps::clear(None, CapSet::Inheritable).map_err(|e| format!("clear inheritable set: {e}"))
     }
     fn setgroups(&mut self, gids: &[u32]) -> Result<(), Errno> {
-        let gids: Vec<_> = gids.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        let gids: Vec<_> = gids
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
         nix::unistd::setgroups(&gids)
     }
     fn setresgid(&mut self, gid: u32) -> Result<(), Errno> {
@@ -364,6 +436,20 @@ pub fn helper_main() -> ! {
     std::process::exit(SETUP_FAILED_EXIT)
 }
 
+/// The command that starts the exec helper from `exe` (normally `/proc/self/exe`), and the
+/// supervisor's end of its control socket. The environment is cleared: nothing of the
+/// supervisor's reaches the helper, let alone the job. Both socket ends are close-on-exec in the
+/// supervisor, so a concurrent spawn can never inherit them; `Command` moves the child end to the
+/// helper's stdin.
+pub fn helper_command(exe: &Path) -> std::io::Result<(std::process::Command, UnixStream)> {
+    let (parent, child) = UnixStream::pair()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(HELPER_ARG)
+        .env_clear()
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(child)));
+    Ok((cmd, parent))
+}
+
 fn stdin_devnull() -> Result<(), SetupError> {
     let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
         .map_err(|e| SetupError::sys(Step::CloseFds, "open(/dev/null)", e))?;
@@ -376,10 +462,12 @@ fn stdin_devnull() -> Result<(), SetupError> {
 fn read_plan(ctrl: &mut File) -> Result<LaunchPlan, SetupError> {
     let fail = |m: String| SetupError::other(Step::ReadPlan, "read(control socket)", m);
     let mut header = [0u8; 4];
-    ctrl.read_exact(&mut header).map_err(|e| fail(format!("plan header: {e}")))?;
+    ctrl.read_exact(&mut header)
+        .map_err(|e| fail(format!("plan header: {e}")))?;
     let len = wire::check_len(header).map_err(fail)?;
     let mut body = vec![0u8; len];
-    ctrl.read_exact(&mut body).map_err(|e| fail(format!("plan body: {e}")))?;
+    ctrl.read_exact(&mut body)
+        .map_err(|e| fail(format!("plan body: {e}")))?;
     wire::decode(&body).map_err(|e| fail(format!("decode plan: {e}")))
 }
 

@@ -33,7 +33,10 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
     let (msg, used) =
         bincode::serde::decode_from_slice(payload, config()).map_err(|e| e.to_string())?;
     if used != payload.len() {
-        return Err(format!("{} trailing bytes after the message", payload.len() - used));
+        return Err(format!(
+            "{} trailing bytes after the message",
+            payload.len() - used
+        ));
     }
     Ok(msg)
 }
@@ -42,7 +45,9 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
 pub fn check_len(header: [u8; 4]) -> Result<usize, String> {
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_CONTROL_FRAME {
-        return Err(format!("control frame length {len} exceeds the maximum {MAX_CONTROL_FRAME}"));
+        return Err(format!(
+            "control frame length {len} exceeds the maximum {MAX_CONTROL_FRAME}"
+        ));
     }
     Ok(len)
 }
@@ -59,10 +64,14 @@ mod tests {
         let len = check_len(frame[..4].try_into().unwrap()).unwrap();
         assert_eq!(len, frame.len() - 4);
         assert_eq!(decode::<SetupError>(&frame[4..]).unwrap(), err);
-        assert!(check_len(u32::MAX.to_le_bytes()).unwrap_err().contains("exceeds the maximum"));
+        assert!(check_len(u32::MAX.to_le_bytes())
+            .unwrap_err()
+            .contains("exceeds the maximum"));
         let mut trailing = frame[4..].to_vec();
         trailing.push(0);
-        assert!(decode::<SetupError>(&trailing).unwrap_err().contains("trailing"));
+        assert!(decode::<SetupError>(&trailing)
+            .unwrap_err()
+            .contains("trailing"));
         // A forged inner length (a string claiming 2^60 bytes) is a decode error, not an abort.
         let forged = [0u8, 253, 0, 0, 0, 0, 0, 0, 0, 16];
         assert!(decode::<SetupError>(&forged).is_err());

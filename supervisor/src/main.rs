@@ -1,1 +1,27 @@
-fn main() {}
+//! `stockade`: a sandboxed process supervisor for agent workloads.
+
+use std::process::ExitCode;
+
+use stockade_sandbox::helper;
+
+mod cli;
+mod client_cmd;
+mod config;
+mod daemon;
+mod exec_cmd;
+mod job;
+
+/// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
+pub const EXIT_STOCKADE: u8 = 125;
+
+fn main() -> ExitCode {
+    // The exec helper must stay a small single-threaded process: decide before clap, tracing or a
+    // runtime exist.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == helper::HELPER_ARG)
+    {
+        helper::helper_main();
+    }
+    cli::main()
+}

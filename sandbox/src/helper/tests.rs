@@ -41,10 +41,16 @@ impl Sys for Recorder {
         self.hit(format!("write_file({}, {data})", path.display()))
     }
     fn setrlimit(&mut self, l: Rlimit) -> Result<(), Errno> {
-        self.hit(format!("setrlimit({}, {}, {})", l.resource.name(), l.soft, l.hard))
+        self.hit(format!(
+            "setrlimit({}, {}, {})",
+            l.resource.name(),
+            l.soft,
+            l.hard
+        ))
     }
     fn drop_bounding_ambient_inheritable(&mut self) -> Result<(), String> {
-        self.hit("drop_bounding_ambient_inheritable()".into()).map_err(|e| e.to_string())
+        self.hit("drop_bounding_ambient_inheritable()".into())
+            .map_err(|e| e.to_string())
     }
     fn setgroups(&mut self, gids: &[u32]) -> Result<(), Errno> {
         self.hit(format!("setgroups({gids:?})"))
@@ -56,7 +62,8 @@ impl Sys for Recorder {
         self.hit(format!("setresuid({uid})"))
     }
     fn clear_and_verify_caps(&mut self) -> Result<(), String> {
-        self.hit("clear_and_verify_caps()".into()).map_err(|e| e.to_string())
+        self.hit("clear_and_verify_caps()".into())
+            .map_err(|e| e.to_string())
     }
     fn set_no_new_privs(&mut self) -> Result<(), Errno> {
         self.hit("set_no_new_privs()".into())
@@ -68,7 +75,8 @@ impl Sys for Recorder {
         self.hit(format!("chdir({})", path.display()))
     }
     fn execve(&mut self, path: &CString, _argv: &[CString], _envp: &[CString]) -> Errno {
-        self.calls.push(format!("execve({})", path.to_string_lossy()));
+        self.calls
+            .push(format!("execve({})", path.to_string_lossy()));
         if self.exec_results.is_empty() {
             Errno::ENOENT
         } else {
@@ -87,15 +95,26 @@ fn plan() -> LaunchPlan {
         gid: 61000,
         supplementary_gids: vec![],
         umask: 0o022,
-        rlimits: vec![Rlimit { resource: RlimitResource::NoFile, soft: 256, hard: 256 }],
-        cgroup_procs: vec!["/cg/memory/j/cgroup.procs".into(), "/cg/unified/j/cgroup.procs".into()],
+        rlimits: vec![Rlimit {
+            resource: RlimitResource::NoFile,
+            soft: 256,
+            hard: 256,
+        }],
+        cgroup_procs: vec![
+            "/cg/memory/j/cgroup.procs".into(),
+            "/cg/unified/j/cgroup.procs".into(),
+        ],
         parent_pid: 100,
     }
 }
 
 #[test]
 fn steps_run_in_the_documented_order() {
-    let mut sys = Recorder { ppid: 100, exec_results: vec![Errno::ENOENT, Errno::E2BIG], ..Default::default() };
+    let mut sys = Recorder {
+        ppid: 100,
+        exec_results: vec![Errno::ENOENT, Errno::E2BIG],
+        ..Default::default()
+    };
     let err = apply(&mut sys, &plan(), 7).unwrap_err();
     assert_eq!(
         sys.calls,
@@ -129,44 +148,70 @@ fn steps_run_in_the_documented_order() {
 
 #[test]
 fn a_failing_step_stops_everything_after_it() {
-    let mut sys = Recorder { ppid: 100, fail: Some(("setresuid", Errno::EPERM)), ..Default::default() };
+    let mut sys = Recorder {
+        ppid: 100,
+        fail: Some(("setresuid", Errno::EPERM)),
+        ..Default::default()
+    };
     let err = apply(&mut sys, &plan(), 3).unwrap_err();
     assert_eq!(err.step, Step::Identity);
     assert_eq!(err.syscall, "setresuid(61000, 61000, 61000)");
     assert_eq!(err.errno, libc::EPERM);
-    assert_eq!(sys.calls.last().map(String::as_str), Some("setresuid(61000)"));
+    assert_eq!(
+        sys.calls.last().map(String::as_str),
+        Some("setresuid(61000)")
+    );
     assert!(!sys.calls.iter().any(|c| c.starts_with("execve")));
 }
 
 #[test]
 fn a_dead_supervisor_stops_setup_before_the_cgroup_is_joined() {
-    let mut sys = Recorder { ppid: 1, ..Default::default() };
+    let mut sys = Recorder {
+        ppid: 1,
+        ..Default::default()
+    };
     let err = apply(&mut sys, &plan(), 3).unwrap_err();
     assert_eq!(err.step, Step::ParentDeathSignal);
-    assert!(err.message.contains("supervisor pid 100 is gone"), "{}", err.message);
+    assert!(
+        err.message.contains("supervisor pid 100 is gone"),
+        "{}",
+        err.message
+    );
     assert!(!sys.calls.iter().any(|c| c.starts_with("write_file")));
 }
 
 #[test]
 fn command_not_found_names_the_command_and_path() {
-    let mut sys = Recorder { ppid: 100, ..Default::default() };
+    let mut sys = Recorder {
+        ppid: 100,
+        ..Default::default()
+    };
     let mut p = plan();
     p.argv = vec!["no-such-cmd".into()];
     let err = apply(&mut sys, &p, 3).unwrap_err();
     assert_eq!(err.step, Step::Exec);
     assert_eq!(err.errno, libc::ENOENT);
-    assert_eq!(err.message, "command not found: no-such-cmd (searched PATH=/usr/bin:/bin)");
+    assert_eq!(
+        err.message,
+        "command not found: no-such-cmd (searched PATH=/usr/bin:/bin)"
+    );
 }
 
 #[test]
 fn malformed_plans_are_refused_before_any_side_effect() {
-    let mut sys = Recorder { ppid: 100, ..Default::default() };
+    let mut sys = Recorder {
+        ppid: 100,
+        ..Default::default()
+    };
     let mut p = plan();
     p.argv = vec!["a\0b".into()];
     let err = apply(&mut sys, &p, 3).unwrap_err();
     assert_eq!(err.step, Step::ReadPlan);
     assert!(sys.calls.is_empty(), "{:?}", sys.calls);
     p.argv.clear();
-    assert!(apply(&mut sys, &p, 3).unwrap_err().message.contains("empty command"));
+    assert!(apply(&mut sys, &p, 3)
+        .unwrap_err()
+        .message
+        .contains("empty command"));
     assert!(sys.calls.is_empty());
 }

@@ -1,0 +1,182 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::EXIT_STOCKADE;
+
+/// Default socket path of `stockade serve`.
+pub const DEFAULT_SOCKET: &str = "/run/stockade/stockade.sock";
+/// Default state directory of `stockade serve`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/stockade";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stockade",
+    version,
+    about = "Run agent, build and git jobs as unprivileged, confined processes under hard deadlines",
+    after_help = "Examples:
+  sudo stockade exec --profile agent -- sh -c 'id; ulimit -c'
+  sudo stockade serve --socket /run/stockade/stockade.sock &
+  stockade run --profile build --workspace /srv/ws/42 --timeout 600 -- make test
+  stockade ps
+  stockade cancel j-3f9a0c1d2e4b
+
+Exit status of run/exec: the job's own; 128+N if a signal N killed it; 124 on a deadline;
+137 on an OOM kill; 143 when canceled; 125 when stockade refused the job or could not set it up."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the supervisor daemon on a Unix socket (as root)
+    #[command(
+        after_help = "Example:\n  sudo stockade serve --socket /run/stockade/stockade.sock --state-dir /var/lib/stockade"
+    )]
+    Serve(ServeArgs),
+    /// Run one job through a running daemon
+    #[command(
+        after_help = "Examples:\n  stockade run --profile agent -- python3 tool.py\n  stockade run --profile build --workspace /srv/ws/42 --env CC=clang --json -- make"
+    )]
+    Run(RunArgs),
+    /// Run one job locally, confined, without a daemon (as root)
+    #[command(
+        after_help = "Examples:\n  sudo stockade exec --profile agent -- sh -c 'id; ulimit -c'\n  sudo stockade exec --profiles ./my-profiles --profile ci --timeout 30 --json -- ./run-tests.sh"
+    )]
+    Exec(ExecArgs),
+    /// List your running jobs (root sees every job)
+    Ps(SocketArg),
+    /// Cancel one of your running jobs: SIGTERM, a grace period, then SIGKILL of its whole tree
+    #[command(after_help = "Example:\n  stockade cancel j-3f9a0c1d2e4b")]
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// Socket of `stockade serve`
+    #[arg(long, default_value = DEFAULT_SOCKET, env = "STOCKADE_SOCKET")]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Socket to listen on (created with mode 0660)
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Profile directory (*.toml); replaces the embedded defaults
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// State directory (fresh workspaces live here)
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Host settings shared by `serve` and `exec`.
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// stockade's own parent cgroup, relative to each hierarchy's root
+    #[arg(long, default_value = "stockade", hide_short_help = true)]
+    pub cgroup_parent: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Profile to run under (agent, build, git, or one from --profiles)
+    #[arg(long)]
+    pub profile: String,
+    /// Workspace directory (must exist); default: a fresh one, removed afterwards
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
+    /// Wall-clock deadline in seconds (may only shorten the profile's)
+    #[arg(long, value_parser = parse_secs)]
+    pub timeout: Option<u64>,
+    /// Environment variable for the job (its name must be in the profile's env.allow)
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Print the result record as one JSON line on stderr at the end
+    #[arg(long)]
+    pub json: bool,
+    /// Command and arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Profile directory (*.toml); replaces the embedded defaults
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// Job id (from `stockade ps` or the result record)
+    pub id: String,
+}
+
+/// Deadline in whole or fractional seconds → milliseconds.
+fn parse_secs(s: &str) -> Result<u64, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?}: the timeout must be greater than 0"));
+    }
+    Ok((secs * 1000.0).round().max(1.0) as u64)
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not of the form NAME=VALUE")),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => crate::daemon::main(a),
+        Command::Exec(a) => crate::exec_cmd::main(a),
+        Command::Run(a) => crate::client_cmd::run(a),
+        Command::Ps(a) => crate::client_cmd::ps(a),
+        Command::Cancel(a) => crate::client_cmd::cancel(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stockade: error: {e:#}");
+            ExitCode::from(EXIT_STOCKADE)
+        }
+    }
+}
+
+/// Logs go to stderr; `STOCKADE_LOG` (tracing filter syntax) sets the level.
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOCKADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

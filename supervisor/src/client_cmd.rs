@@ -1,0 +1,137 @@
+//! `stockade run`, `ps`, `cancel`: clients of a running daemon.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use stockade_protocol::{Client, ClientError, ServerMessage};
+use tokio::sync::watch;
+
+use crate::cli::{init_tracing, CancelArgs, RunArgs, SocketArg};
+use crate::exec_cmd::{finish, forward_termination, request, write_chunk};
+
+fn client_name() -> String {
+    format!("stockade-cli/{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("warn");
+    let req = request(&a.job)?;
+    runtime()?.block_on(async move {
+        let mut client = Client::connect(&a.socket.socket, &client_name()).await?;
+        let submitted = client.submit(req).await?;
+        let (cancel_tx, mut cancel_rx) = watch::channel(false);
+        let signals = tokio::spawn(async move {
+            forward_termination(&cancel_tx).await;
+            std::future::pending::<()>().await
+        });
+        let mut out = tokio::io::stdout();
+        let mut err = tokio::io::stderr();
+        let mut job = None;
+        let mut cancel_sent = false;
+        let record = loop {
+            let msg = tokio::select! {
+                m = client.recv() => m?,
+                _ = cancel_rx.wait_for(|c| *c), if !cancel_sent && job.is_some() => {
+                    // Ctrl-C: ask the daemon to end the job; its record still comes back.
+                    cancel_sent = true;
+                    client.cancel(job.as_deref().unwrap_or_default()).await?;
+                    continue;
+                }
+            };
+            match msg {
+                None => bail!("the daemon closed the connection before the job's result arrived"),
+                Some(ServerMessage::Accepted { request, job: id }) if request == submitted => {
+                    job = Some(id)
+                }
+                Some(ServerMessage::Output {
+                    job: id,
+                    stream,
+                    data,
+                }) if Some(&id) == job.as_ref() => {
+                    write_chunk(&mut out, &mut err, stream, &data).await;
+                }
+                Some(ServerMessage::Result { job: id, record }) if Some(&id) == job.as_ref() => {
+                    break record
+                }
+                Some(ServerMessage::Error {
+                    request,
+                    kind,
+                    message,
+                }) if request.is_none() || request == Some(submitted) => {
+                    return Err(ClientError::Server { kind, message }.into());
+                }
+                Some(_) => {}
+            }
+        };
+        signals.abort();
+        Ok(finish(&record, a.job.json))
+    })
+}
+
+pub fn ps(a: SocketArg) -> anyhow::Result<ExitCode> {
+    init_tracing("warn");
+    runtime()?.block_on(async move {
+        let mut client = Client::connect(&a.socket, &client_name()).await?;
+        let req = client.list().await?;
+        loop {
+            match client.recv().await? {
+                Some(ServerMessage::Jobs { request, jobs }) if request == req => {
+                    println!(
+                        "{:<16} {:<10} {:>6} {:>9}  COMMAND",
+                        "JOB", "PROFILE", "OWNER", "RUNNING"
+                    );
+                    for j in jobs {
+                        println!(
+                            "{:<16} {:<10} {:>6} {:>8}s  {}",
+                            j.job,
+                            j.profile,
+                            j.owner_uid,
+                            j.running_ms / 1000,
+                            j.argv.join(" ")
+                        );
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(ServerMessage::Error { kind, message, .. }) => {
+                    return Err(ClientError::Server { kind, message }.into())
+                }
+                Some(_) => {}
+                None => bail!("the daemon closed the connection"),
+            }
+        }
+    })
+}
+
+pub fn cancel(a: CancelArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("warn");
+    runtime()?.block_on(async move {
+        let mut client = Client::connect(&a.socket.socket, &client_name()).await?;
+        let req = client.cancel(&a.id).await?;
+        loop {
+            match client
+                .recv()
+                .await
+                .context("waiting for the daemon's answer")?
+            {
+                Some(ServerMessage::Canceled { request, job }) if request == req => {
+                    println!("canceled {job}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(ServerMessage::Error {
+                    request, message, ..
+                }) if request == Some(req) || request.is_none() => {
+                    eprintln!("stockade: error: cannot cancel {}: {message}", a.id);
+                    return Ok(ExitCode::FAILURE);
+                }
+                Some(_) => {}
+                None => bail!("the daemon closed the connection"),
+            }
+        }
+    })
+}

@@ -1,0 +1,446 @@
+//! `stockade serve`: the daemon. Shaped like mini-redis: a listener (accept loop, connection cap,
+//! peer credentials), one handler per connection, a shutdown signal, and [`run`] taking a bound
+//! listener so tests can serve on a temporary socket.
+
+use std::collections::HashMap;
+use std::io::ErrorKind as IoKind;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use stockade_profiles::ProfileSet;
+use stockade_protocol::{
+    write_frame, ClientMessage, ErrorKind, FrameError, FrameReader, JobId, JobRequest, JobSummary,
+    RequestId, ServerMessage, PROTOCOL_VERSION,
+};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::cli::{init_tracing, ServeArgs};
+use crate::{config, job};
+
+/// Most connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 256;
+/// Messages queued for one connection's writer before job output waits (backpressure).
+const CONNECTION_QUEUE: usize = 64;
+
+pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("info");
+    config::require_root("stockade serve")?;
+    let profiles = config::load_profiles(a.profiles.as_deref())?;
+    let workspaces = prepare_state_dir(&a.state_dir)?;
+    let launcher = config::launcher(&a.host, workspaces)?;
+    tracing::info!(
+        profiles = %profiles.names().join(","),
+        source = profiles.source(),
+        cgroups = %launcher.cgroups.layout().describe(),
+        "starting"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = bind(&a.socket)?;
+        tracing::info!(socket = %a.socket.display(), "listening");
+        let shared = Arc::new(Shared::new(Arc::new(launcher), Arc::new(profiles)));
+        run(listener, shared, shutdown_signal()).await;
+        let _ = std::fs::remove_file(&a.socket);
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Create the state directory (root-only) and its world-traversable `workspaces/`.
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create state directory {}", dir.display()))?;
+    let ws = dir.join("workspaces");
+    match std::fs::DirBuilder::new().mode(0o711).create(&ws) {
+        Ok(()) => {}
+        Err(e) if e.kind() == IoKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("create {}", ws.display())),
+    }
+    // Jobs must reach their own workspace under it, and list nothing else.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("chmod 0711 {}", dir.display()))?;
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("chmod 0711 {}", ws.display()))?;
+    Ok(ws)
+}
+
+/// Bind the socket: refuse a path a live daemon answers on or that is not a socket; replace a
+/// stale socket left by a dead daemon. Mode 0660.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .with_context(|| format!("create socket directory {}", parent.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == IoKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("socket path {}", path.display())),
+        Ok(m) if !m.file_type().is_socket() => {
+            bail!(
+                "socket path {} exists and is not a socket; remove it or pick another --socket",
+                path.display()
+            )
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "socket path {} is in use: a running daemon answers on it",
+                path.display()
+            ),
+            Err(e) if e.kind() == IoKind::ConnectionRefused => {
+                tracing::warn!(socket = %path.display(), "replacing a stale socket left by a daemon that is gone");
+                std::fs::remove_file(path)
+                    .with_context(|| format!("remove stale socket {}", path.display()))?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("probe existing socket {}", path.display()))
+            }
+        },
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod 0660 {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            std::future::pending::<()>().await
+        }
+    }
+}
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    launcher: Arc<job::Launcher>,
+    profiles: Arc<ProfileSet>,
+    jobs: Mutex<HashMap<JobId, Running>>,
+    next_connection: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Running {
+    owner_uid: u32,
+    connection: u64,
+    profile: String,
+    argv: Vec<String>,
+    started: Instant,
+    cancel: job::CancelSender,
+}
+
+impl Shared {
+    pub fn new(launcher: Arc<job::Launcher>, profiles: Arc<ProfileSet>) -> Shared {
+        Shared {
+            launcher,
+            profiles,
+            jobs: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
+        // A panic while holding the lock leaves the map consistent (single inserts/removes).
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cancel_connection(&self, connection: u64) {
+        for r in self.jobs().values().filter(|r| r.connection == connection) {
+            let _ = r.cancel.send(true);
+        }
+    }
+}
+
+/// Serve until `shutdown` resolves, then cancel every job and wait for their results.
+pub async fn run(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Every job and connection task holds a clone; when all are dropped, everything has ended.
+    let (alive, mut all_done) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            s = listener.accept() => match s {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::error!("accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            Handler::new(shared, stream, alive).serve().await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let running: Vec<_> = shared.jobs().keys().cloned().collect();
+    if !running.is_empty() {
+        tracing::info!(jobs = running.len(), "canceling running jobs");
+    }
+    for r in shared.jobs().values() {
+        let _ = r.cancel.send(true);
+    }
+    drop(alive);
+    let _ = all_done.recv().await;
+}
+
+/// One connection.
+struct Handler {
+    shared: Arc<Shared>,
+    id: u64,
+    uid: u32,
+    reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
+    tx: mpsc::Sender<ServerMessage>,
+    alive: mpsc::Sender<()>,
+}
+
+impl Handler {
+    fn new(shared: Arc<Shared>, stream: UnixStream, alive: mpsc::Sender<()>) -> Handler {
+        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        // SO_PEERCRED: the kernel's word for who connected. Unknown peers get uid u32::MAX, which
+        // owns nothing and is nobody's.
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let (rd, mut wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<ServerMessage>(CONNECTION_QUEUE);
+        let writer_alive = alive.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if let Err(e) = write_frame(&mut wr, &msg).await {
+                    tracing::debug!(connection = id, "client went away: {e}");
+                    break;
+                }
+            }
+            drop(writer_alive);
+        });
+        Handler {
+            shared,
+            id,
+            uid,
+            reader: FrameReader::new(rd),
+            tx,
+            alive,
+        }
+    }
+
+    async fn send(&self, msg: ServerMessage) {
+        let _ = self.tx.send(msg).await;
+    }
+
+    async fn error(&self, request: Option<RequestId>, kind: ErrorKind, message: String) {
+        self.send(ServerMessage::Error {
+            request,
+            kind,
+            message,
+        })
+        .await;
+    }
+
+    async fn serve(mut self) {
+        tracing::debug!(connection = self.id, uid = self.uid, "connected");
+        if self.handshake().await {
+            loop {
+                match self.reader.next::<ClientMessage>().await {
+                    Ok(Some(msg)) => self.dispatch(msg).await,
+                    Ok(None) => break,
+                    Err(e) => {
+                        // After a bad frame the stream cannot be resynchronised: say why, close.
+                        tracing::warn!(connection = self.id, uid = self.uid, "bad frame: {e}");
+                        self.error(None, ErrorKind::BadFrame, e.to_string()).await;
+                        break;
+                    }
+                }
+            }
+        }
+        // A client that goes away takes its jobs with it (their results have nowhere to go).
+        self.shared.cancel_connection(self.id);
+        tracing::debug!(connection = self.id, "disconnected");
+    }
+
+    async fn handshake(&mut self) -> bool {
+        match self.reader.next::<ClientMessage>().await {
+            Ok(Some(ClientMessage::Hello { version, client })) if version == PROTOCOL_VERSION => {
+                tracing::debug!(connection = self.id, client, "hello");
+                let server = format!("stockade/{}", env!("CARGO_PKG_VERSION"));
+                self.send(ServerMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    server,
+                })
+                .await;
+                true
+            }
+            Ok(Some(ClientMessage::Hello { version, .. })) => {
+                let msg = format!("protocol version {version} is not supported (this server speaks {PROTOCOL_VERSION})");
+                self.error(None, ErrorKind::UnsupportedVersion, msg).await;
+                false
+            }
+            Ok(Some(_)) => {
+                self.error(
+                    None,
+                    ErrorKind::Handshake,
+                    "the first message must be hello".into(),
+                )
+                .await;
+                false
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.error(None, ErrorKind::BadFrame, bad_frame(&e)).await;
+                false
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, msg: ClientMessage) {
+        match msg {
+            ClientMessage::Hello { .. } => {
+                self.error(
+                    None,
+                    ErrorKind::Handshake,
+                    "hello was already sent on this connection".into(),
+                )
+                .await;
+            }
+            ClientMessage::Submit { request, job } => self.submit(request, job).await,
+            ClientMessage::Cancel { request, job } => {
+                let found = {
+                    let jobs = self.shared.jobs();
+                    match jobs.get(&job) {
+                        // A client sees and cancels only its own jobs; root sees all.
+                        Some(r) if r.owner_uid == self.uid || self.uid == 0 => {
+                            let _ = r.cancel.send(true);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if found {
+                    tracing::info!(connection = self.id, uid = self.uid, job, "cancel");
+                    self.send(ServerMessage::Canceled { request, job }).await;
+                } else {
+                    self.error(
+                        Some(request),
+                        ErrorKind::UnknownJob,
+                        format!("no running job {job} of yours"),
+                    )
+                    .await;
+                }
+            }
+            ClientMessage::List { request } => {
+                let jobs = self
+                    .shared
+                    .jobs()
+                    .iter()
+                    .filter(|(_, r)| r.owner_uid == self.uid || self.uid == 0)
+                    .map(|(id, r)| JobSummary {
+                        job: id.clone(),
+                        profile: r.profile.clone(),
+                        argv: r.argv.clone(),
+                        owner_uid: r.owner_uid,
+                        running_ms: r.started.elapsed().as_millis() as u64,
+                    })
+                    .collect();
+                self.send(ServerMessage::Jobs { request, jobs }).await;
+            }
+        }
+    }
+
+    async fn submit(&mut self, request: RequestId, req: JobRequest) {
+        let id = job::new_job_id();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        self.shared.jobs().insert(
+            id.clone(),
+            Running {
+                owner_uid: self.uid,
+                connection: self.id,
+                profile: req.profile.clone(),
+                argv: req.argv.clone(),
+                started: Instant::now(),
+                cancel: cancel_tx,
+            },
+        );
+        tracing::info!(connection = self.id, uid = self.uid, job = %id, profile = %req.profile, argv = ?req.argv, "submit");
+        self.send(ServerMessage::Accepted {
+            request,
+            job: id.clone(),
+        })
+        .await;
+
+        let shared = self.shared.clone();
+        let tx = self.tx.clone();
+        let alive = self.alive.clone();
+        tokio::spawn(async move {
+            let (out_tx, mut out_rx) = mpsc::channel::<job::Output>(16);
+            let forward = {
+                let tx = tx.clone();
+                let id = id.clone();
+                tokio::spawn(async move {
+                    while let Some(o) = out_rx.recv().await {
+                        let msg = ServerMessage::Output {
+                            job: id.clone(),
+                            stream: o.stream,
+                            data: o.data,
+                        };
+                        if tx.send(msg).await.is_err() {
+                            // Connection gone: keep receiving so the job's pipes keep draining.
+                            while out_rx.recv().await.is_some() {}
+                        }
+                    }
+                })
+            };
+            let record = job::run(
+                shared.launcher.clone(),
+                id.clone(),
+                &shared.profiles,
+                req,
+                out_tx,
+                cancel_rx,
+            )
+            .await;
+            let _ = forward.await;
+            shared.jobs().remove(&id);
+            tracing::info!(job = %id, cause = ?record.cause, wall_ms = record.wall_ms, "result");
+            let _ = tx.send(ServerMessage::Result { job: id, record }).await;
+            drop(alive);
+        });
+    }
+}
+
+fn bad_frame(e: &FrameError) -> String {
+    e.to_string()
+}

@@ -1,0 +1,566 @@
+//! One job's life: workspace, cgroup, exec helper, output, deadline, teardown, result record.
+//!
+//! This is the code path below the socket that `stockade serve` and `stockade exec` share.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use stockade_profiles::{Overrides, Profile, ProfileSet};
+use stockade_protocol::{Cause, JobRequest, ResultRecord, Stream, RESULT_VERSION};
+use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits};
+use stockade_sandbox::{helper, wire, LaunchPlan, Rlimit, RlimitResource, SetupError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Size of one output chunk read from a job's pipe.
+const CHUNK: usize = 64 * 1024;
+/// How long teardown waits for the cgroup to empty after SIGKILL before reporting a leak.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long output readers may take to reach EOF once every job process is gone.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Everything that does not change from job to job.
+#[derive(Debug)]
+pub struct Launcher {
+    /// The binary re-executed as the exec helper (normally `/proc/self/exe`).
+    pub helper_exe: PathBuf,
+    /// Creates per-job cgroups under stockade's parent group.
+    pub cgroups: CgroupManager,
+    /// Where fresh workspaces are created when a request names none.
+    pub scratch_root: PathBuf,
+}
+
+/// A chunk of output from a running job.
+#[derive(Debug)]
+pub struct Output {
+    /// Which stream.
+    pub stream: Stream,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// What the caller holds to cancel a running job.
+pub type CancelSender = watch::Sender<bool>;
+
+/// Why a job did not start: (step, syscall, errno, message) of a `setup_failed` cause.
+struct Failed(Cause);
+
+impl Failed {
+    fn setup(step: &str, syscall: impl Into<String>, err: &std::io::Error) -> Failed {
+        Failed(Cause::SetupFailed {
+            step: step.into(),
+            syscall: syscall.into(),
+            errno: err.raw_os_error().unwrap_or(0),
+            message: err.to_string(),
+        })
+    }
+}
+
+/// Create a fresh job id: `j-` and 12 random hex digits.
+pub fn new_job_id() -> String {
+    let mut bytes = [0u8; 6];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if filled.is_err() {
+        // Fall back to time and pid: unique enough on one host, and never silently constant.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        bytes.copy_from_slice(&(nanos ^ (u64::from(std::process::id()) << 32)).to_le_bytes()[..6]);
+    }
+    format!(
+        "j-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// A record for a job refused before anything was set up.
+pub fn rejected(job: &str, profile: &str, reason: String) -> ResultRecord {
+    record(
+        job,
+        profile,
+        Cause::Rejected { reason },
+        Duration::ZERO,
+        None,
+    )
+}
+
+fn record(
+    job: &str,
+    profile: &str,
+    cause: Cause,
+    wall: Duration,
+    ran: Option<(&Profile, &JobCgroupStats)>,
+) -> ResultRecord {
+    ResultRecord {
+        version: RESULT_VERSION,
+        job: job.to_string(),
+        profile: profile.to_string(),
+        exit_code: cause.exit_code(),
+        cause,
+        wall_ms: wall.as_millis() as u64,
+        cpu_ms: ran.and_then(|(_, s)| s.cpu_ns).map(|ns| ns / 1_000_000),
+        peak_memory_bytes: ran.and_then(|(_, s)| s.peak_memory),
+        uid: ran.map(|(p, _)| p.uid),
+        gid: ran.map(|(p, _)| p.gid),
+    }
+}
+
+#[derive(Debug, Default)]
+struct JobCgroupStats {
+    cpu_ns: Option<u64>,
+    peak_memory: Option<u64>,
+}
+
+/// Validate a request against the profile set: the profile, the narrowing, the workspace.
+/// Nothing is created. On refusal returns the reason for a `rejected` record.
+pub fn check_request(
+    profiles: &ProfileSet,
+    req: &JobRequest,
+) -> Result<(Profile, stockade_profiles::Resolved), String> {
+    let profile = profiles
+        .get(&req.profile)
+        .ok_or_else(|| profiles.unknown(&req.profile).0)?;
+    if req.argv.is_empty() {
+        return Err("no command given".into());
+    }
+    let resolved = profile
+        .resolve(&Overrides {
+            timeout: req.timeout_ms.map(Duration::from_millis),
+            env: req.env.clone(),
+        })
+        .map_err(|r| r.0)?;
+    if let Some(ws) = &req.workspace {
+        let path = Path::new(ws);
+        if !path.is_absolute() {
+            return Err(format!("workspace {ws} is not an absolute path"));
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(format!("workspace {ws} is not a directory")),
+            Err(e) => return Err(format!("workspace {ws}: {e}")),
+        }
+    }
+    Ok((profile.clone(), resolved))
+}
+
+/// Run one job to its end and return its result record. Output chunks go to `output` (if the
+/// receiver is gone they are drained and dropped); `cancel` set to true ends the job.
+pub async fn run(
+    launcher: Arc<Launcher>,
+    job_id: String,
+    profiles: &ProfileSet,
+    req: JobRequest,
+    output: mpsc::Sender<Output>,
+    mut cancel: watch::Receiver<bool>,
+) -> ResultRecord {
+    let (profile, resolved) = match check_request(profiles, &req) {
+        Ok(x) => x,
+        Err(reason) => return rejected(&job_id, &req.profile, reason),
+    };
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + resolved.wall_timeout);
+
+    // Workspace: the request's, or a fresh one we create, own, and remove afterwards.
+    let fresh = req.workspace.is_none();
+    let workspace = match &req.workspace {
+        Some(ws) => PathBuf::from(ws),
+        None => match fresh_workspace(&launcher.scratch_root, &job_id, &profile) {
+            Ok(ws) => ws,
+            Err(f) => return record(&job_id, &profile.name, f.0, started.elapsed(), None),
+        },
+    };
+
+    let limits = Limits {
+        memory_bytes: profile.memory_bytes,
+        pids: profile.pids,
+    };
+    let cgroup = match launcher.cgroups.create(&job_id, &limits) {
+        Ok(cg) => cg,
+        Err(e) => {
+            let cause = Cause::SetupFailed {
+                step: "create-cgroup".into(),
+                syscall: "mkdir/write cgroupfs".into(),
+                errno: e.errno().unwrap_or(0),
+                message: e.to_string(),
+            };
+            cleanup_workspace(fresh, &workspace).await;
+            return record(&job_id, &profile.name, cause, started.elapsed(), None);
+        }
+    };
+
+    let mut env = resolved.env.clone();
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), workspace.display().to_string()));
+    }
+    let plan = LaunchPlan {
+        job_id: job_id.clone(),
+        argv: req.argv.clone(),
+        env,
+        cwd: workspace.clone(),
+        uid: profile.uid,
+        gid: profile.gid,
+        supplementary_gids: vec![],
+        umask: 0o022,
+        rlimits: rlimits(&profile),
+        cgroup_procs: cgroup.procs_files(),
+        parent_pid: std::process::id() as i32,
+    };
+
+    let cause = supervise(
+        &launcher,
+        &plan,
+        &cgroup,
+        output,
+        &mut cancel,
+        deadline,
+        profile.grace,
+    )
+    .await;
+    let wall = started.elapsed();
+    let stats = cgroup.stats();
+    let cause = match cause {
+        // The kernel OOM-killed a process of the job and the job did not succeed: that is why it
+        // ended, whichever process the killer chose.
+        Cause::Exited { code } if code != 0 && stats.oom_kills.unwrap_or(0) > 0 => Cause::OomKilled,
+        Cause::Signaled { signal }
+            if signal == Signal::SIGKILL as i32 && stats.oom_kills.unwrap_or(0) > 0 =>
+        {
+            Cause::OomKilled
+        }
+        c => c,
+    };
+    let accounted = JobCgroupStats {
+        cpu_ns: stats.cpu_usage_ns,
+        peak_memory: stats.peak_memory_bytes,
+    };
+    let started_job = !matches!(cause, Cause::SetupFailed { .. });
+    let rec = record(
+        &job_id,
+        &profile.name,
+        cause,
+        wall,
+        Some((&profile, &accounted)),
+    );
+    let rec = if started_job {
+        rec
+    } else {
+        ResultRecord {
+            uid: None,
+            gid: None,
+            ..rec
+        }
+    };
+
+    let name = job_id.clone();
+    let removed = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+    match removed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(job = %name, "cgroup left behind: {e}"),
+        Err(e) => tracing::error!(job = %name, "cgroup removal task failed: {e}"),
+    }
+    cleanup_workspace(fresh, &workspace).await;
+    rec
+}
+
+fn rlimits(profile: &Profile) -> Vec<Rlimit> {
+    let mut out = Vec::new();
+    if let Some(n) = profile.nofile {
+        out.push(Rlimit {
+            resource: RlimitResource::NoFile,
+            soft: n,
+            hard: n,
+        });
+    }
+    if let Some(b) = profile.fsize_bytes {
+        out.push(Rlimit {
+            resource: RlimitResource::FSize,
+            soft: b,
+            hard: b,
+        });
+    }
+    out
+}
+
+fn fresh_workspace(root: &Path, job_id: &str, profile: &Profile) -> Result<PathBuf, Failed> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = root.join(format!("stockade-ws-{job_id}"));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&path)
+        .map_err(|e| {
+            Failed::setup(
+                "prepare-workspace",
+                format!("mkdir({})", path.display()),
+                &e,
+            )
+        })?;
+    // We created this directory a moment ago, so handing it to the job's uid is ours to do.
+    if let Err(e) = std::os::unix::fs::chown(&path, Some(profile.uid), Some(profile.gid)) {
+        let _ = std::fs::remove_dir(&path);
+        return Err(Failed::setup(
+            "prepare-workspace",
+            format!(
+                "chown({}, {}, {})",
+                path.display(),
+                profile.uid,
+                profile.gid
+            ),
+            &e,
+        ));
+    }
+    Ok(path)
+}
+
+async fn cleanup_workspace(fresh: bool, path: &Path) {
+    if !fresh {
+        return;
+    }
+    let p = path.to_path_buf();
+    // remove_dir_all does not follow symlinks the job planted; every job process is gone by now.
+    let res = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&p)).await;
+    if let Ok(Err(e)) = res {
+        tracing::error!("workspace {} left behind: {e}", path.display());
+    }
+}
+
+/// How the job's main process ended, or why stockade ended it.
+enum End {
+    Exited(ExitStatus),
+    Deadline,
+    Canceled,
+}
+
+/// Spawn the helper, hand it the plan, and watch the job until every process of it is gone.
+async fn supervise(
+    launcher: &Launcher,
+    plan: &LaunchPlan,
+    cgroup: &JobCgroup,
+    output: mpsc::Sender<Output>,
+    cancel: &mut watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+    grace: Duration,
+) -> Cause {
+    let (cmd, ctrl) = match helper::helper_command(&launcher.helper_exe) {
+        Ok(x) => x,
+        Err(e) => return Failed::setup("spawn-helper", "socketpair()", &e).0,
+    };
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let spawned = cmd.spawn();
+    // The Command still holds the helper's end of the control socket: close it now, or the EOF
+    // that signals a successful execve would never come.
+    drop(cmd);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return Failed::setup(
+                "spawn-helper",
+                format!("spawn({})", launcher.helper_exe.display()),
+                &e,
+            )
+            .0;
+        }
+    };
+    let readers = [
+        tokio::spawn(pump(child.stdout.take(), Stream::Stdout, output.clone())),
+        tokio::spawn(pump(child.stderr.take(), Stream::Stderr, output)),
+    ];
+
+    // Hand over the plan and learn whether the job was set up: EOF without a frame means the
+    // helper's execve succeeded (the kernel closed its close-on-exec control socket).
+    let setup = async {
+        let mut ctrl = tokio::net::UnixStream::from_std({
+            ctrl.set_nonblocking(true)?;
+            ctrl
+        })?;
+        let frame = wire::encode(plan).map_err(std::io::Error::other)?;
+        ctrl.write_all(&frame).await?;
+        let mut reply = Vec::new();
+        (&mut ctrl)
+            .take((wire::MAX_CONTROL_FRAME + 4) as u64)
+            .read_to_end(&mut reply)
+            .await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    let setup_outcome = tokio::select! {
+        r = setup => Some(r),
+        _ = tokio::time::sleep_until(deadline) => None,
+        _ = wait_cancel(cancel) => None,
+    };
+    match setup_outcome {
+        Some(Ok(reply)) if reply.is_empty() => {}
+        other => {
+            // The job never ran. Whatever the helper did, end it and report why.
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let _ = cgroup.kill_all();
+            wait_empty(cgroup, KILL_WAIT).await;
+            drain(readers).await;
+            return match other {
+                Some(Ok(reply)) => decode_setup_error(&reply),
+                Some(Err(e)) => Failed::setup("read-plan", "write/read control socket", &e).0,
+                None if *cancel.borrow() => Cause::Canceled,
+                None => Cause::WallTimeout,
+            };
+        }
+    }
+
+    let end = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) => End::Exited(s),
+            Err(e) => {
+                tracing::error!(job = %plan.job_id, "wait for job failed: {e}");
+                End::Canceled
+            }
+        },
+        _ = tokio::time::sleep_until(deadline) => End::Deadline,
+        _ = wait_cancel(cancel) => End::Canceled,
+    };
+
+    let cause = match end {
+        End::Exited(status) => {
+            // The main process is done: nothing of the job outlives it.
+            if let Err(e) = cgroup.kill_all() {
+                tracing::error!(job = %plan.job_id, "kill the rest of the job: {e}");
+            }
+            status_cause(status)
+        }
+        End::Deadline | End::Canceled => {
+            terminate(cgroup, grace, &plan.job_id).await;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            if matches!(end, End::Deadline) {
+                Cause::WallTimeout
+            } else {
+                Cause::Canceled
+            }
+        }
+    };
+    if !wait_empty(cgroup, KILL_WAIT).await {
+        tracing::error!(job = %plan.job_id, "job processes still alive {KILL_WAIT:?} after SIGKILL");
+    }
+    drain(readers).await;
+    cause
+}
+
+/// SIGTERM to every process of the job, up to `grace` for them to go, then SIGKILL the cgroup.
+async fn terminate(cgroup: &JobCgroup, grace: Duration, job: &str) {
+    if let Err(e) = cgroup.signal_all(Signal::SIGTERM) {
+        tracing::warn!(job, "SIGTERM to the job's cgroup: {e}");
+    }
+    if !wait_empty(cgroup, grace).await {
+        if let Err(e) = cgroup.kill_all() {
+            tracing::error!(job, "SIGKILL of the job's cgroup: {e}");
+        }
+    }
+}
+
+/// Poll until the cgroup has no process left, up to `limit`. Returns whether it emptied.
+async fn wait_empty(cgroup: &JobCgroup, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match cgroup.is_populated() {
+            Ok(false) => return true,
+            Ok(true) => {}
+            Err(e) => {
+                tracing::error!("read cgroup state: {e}");
+                return false;
+            }
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+async fn wait_cancel(cancel: &mut watch::Receiver<bool>) {
+    // A dropped sender is not a cancellation: then nobody can cancel, so wait forever.
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn status_cause(status: ExitStatus) -> Cause {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Cause::Exited { code },
+        (None, Some(signal)) => Cause::Signaled { signal },
+        (None, None) => Cause::Exited { code: 255 },
+    }
+}
+
+fn decode_setup_error(reply: &[u8]) -> Cause {
+    let parsed = reply
+        .get(..4)
+        .ok_or_else(|| "short reply".to_string())
+        .and_then(|h| wire::check_len(h.try_into().unwrap_or_default()))
+        .and_then(|len| {
+            let body = reply
+                .get(4..4 + len)
+                .ok_or_else(|| "truncated reply".to_string())?;
+            wire::decode::<SetupError>(body)
+        });
+    match parsed {
+        Ok(e) => Cause::SetupFailed {
+            step: e.step.name().into(),
+            syscall: e.syscall,
+            errno: e.errno,
+            message: e.message,
+        },
+        Err(m) => Cause::SetupFailed {
+            step: "read-plan".into(),
+            syscall: "read(control socket)".into(),
+            errno: 0,
+            message: format!("unreadable reply from the exec helper: {m}"),
+        },
+    }
+}
+
+/// Copy a pipe to the output channel in chunks until EOF. Returns the bytes read.
+async fn pump(
+    pipe: Option<impl AsyncRead + Unpin>,
+    stream: Stream,
+    tx: mpsc::Sender<Output>,
+) -> u64 {
+    let Some(mut pipe) = pipe else { return 0 };
+    let mut total = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    let mut receiver_alive = true;
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => {
+                total += n as u64;
+                if receiver_alive {
+                    // A slow receiver slows the job (its pipe fills): output is never buffered
+                    // without bound. A gone receiver: keep draining so the job never blocks.
+                    receiver_alive = tx
+                        .send(Output {
+                            stream,
+                            data: buf[..n].to_vec(),
+                        })
+                        .await
+                        .is_ok();
+                }
+            }
+        }
+    }
+}
+
+async fn drain(readers: [tokio::task::JoinHandle<u64>; 2]) {
+    for r in readers {
+        if tokio::time::timeout(DRAIN_WAIT, r).await.is_err() {
+            tracing::warn!("output pipe still open {DRAIN_WAIT:?} after the job ended");
+        }
+    }
+}
