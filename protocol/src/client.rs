@@ -22,12 +22,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket could not be connected to.
-    #[error("cannot connect to {}: {source}{}", .path.display(), connect_hint(.source))]
+    // Not a `#[source]`: the message already contains it, and `{:#}` would print it twice.
+    #[error("cannot connect to {}: {error}{}", .path.display(), connect_hint(.error))]
     Connect {
         /// The socket path.
         path: PathBuf,
         /// The error from `connect(2)`.
-        source: io::Error,
+        error: io::Error,
     },
     /// A frame could not be read, decoded, encoded or written.
     #[error(transparent)]
@@ -99,9 +100,9 @@ impl Client {
         let path = socket.as_ref().to_path_buf();
         let stream = UnixStream::connect(&path)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 path: path.clone(),
-                source,
+                error,
             })?;
         let (read, write) = stream.into_split();
         let mut client = Client {

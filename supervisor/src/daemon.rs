@@ -31,27 +31,39 @@ const CONNECTION_QUEUE: usize = 64;
 pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing("info");
     config::require_root("stockade serve")?;
+    // Checks without side effects first, then the socket (refuses a live daemon's), then the
+    // state directory: a refused start leaves nothing behind.
     let profiles = config::load_profiles(a.profiles.as_deref())?;
-    let workspaces = prepare_state_dir(&a.state_dir)?;
-    let launcher = config::launcher(&a.host, workspaces)?;
+    let launcher = config::launcher(&a.host, a.state_dir.join("workspaces"))?;
+    let listener = bind(&a.socket)?;
+    if let Err(e) = prepare_state_dir(&a.state_dir) {
+        let _ = std::fs::remove_file(&a.socket);
+        return Err(e);
+    }
     tracing::info!(
         profiles = %profiles.names().join(","),
         source = profiles.source(),
         cgroups = %launcher.cgroups.layout().describe(),
         "starting"
     );
+    crate::reaper::become_subreaper()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        let listener = bind(&a.socket)?;
+    let code = rt.block_on(async move {
+        tokio::spawn(crate::reaper::run());
+        listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(listener)?;
         tracing::info!(socket = %a.socket.display(), "listening");
         let shared = Arc::new(Shared::new(Arc::new(launcher), Arc::new(profiles)));
         run(listener, shared, shutdown_signal()).await;
         let _ = std::fs::remove_file(&a.socket);
-        tracing::info!("stopped");
-        Ok(ExitCode::SUCCESS)
-    })
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })?;
+    drop(rt);
+    crate::reaper::reap_remaining(std::time::Duration::from_secs(2));
+    tracing::info!("stopped");
+    Ok(code)
 }
 
 /// Create the state directory (root-only) and its world-traversable `workspaces/`.
@@ -77,7 +89,7 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Bind the socket: refuse a path a live daemon answers on or that is not a socket; replace a
 /// stale socket left by a dead daemon. Mode 0660.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+pub fn bind(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(parent) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -109,7 +121,8 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
             }
         },
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("bind {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
     Ok(listener)
@@ -141,6 +154,8 @@ pub struct Shared {
     profiles: Arc<ProfileSet>,
     jobs: Mutex<HashMap<JobId, Running>>,
     next_connection: AtomicU64,
+    /// Set once on shutdown: connections stop reading requests.
+    stopping: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -160,6 +175,7 @@ impl Shared {
             profiles,
             jobs: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
+            stopping: watch::channel(false).0,
         }
     }
 
@@ -209,6 +225,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    let _ = shared.stopping.send(true);
     let running: Vec<_> = shared.jobs().keys().cloned().collect();
     if !running.is_empty() {
         tracing::info!(jobs = running.len(), "canceling running jobs");
@@ -275,7 +292,18 @@ impl Handler {
         tracing::debug!(connection = self.id, uid = self.uid, "connected");
         if self.handshake().await {
             loop {
-                match self.reader.next::<ClientMessage>().await {
+                let mut stopping = self.shared.stopping.subscribe();
+                let next = tokio::select! {
+                    // FrameReader::next is cancel-safe: nothing is lost by dropping it here.
+                    n = self.reader.next::<ClientMessage>() => Some(n),
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                let Some(next) = next else {
+                    let msg = "the daemon is shutting down".to_string();
+                    self.error(None, ErrorKind::Internal, msg).await;
+                    break;
+                };
+                match next {
                     Ok(Some(msg)) => self.dispatch(msg).await,
                     Ok(None) => break,
                     Err(e) => {

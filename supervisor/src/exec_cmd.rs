@@ -24,10 +24,13 @@ pub fn main(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let launcher = Arc::new(config::launcher(&a.host, std::env::temp_dir())?);
     let req = request(&a.job)?;
     // One thread: `exec` runs one job; PR_SET_PDEATHSIG then tracks this process's main thread.
+    // Orphans of the job are reparented to us (not to PID 1, which may never reap them).
+    crate::reaper::become_subreaper()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let record = rt.block_on(async move {
+        let reaper = tokio::spawn(crate::reaper::run());
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(16);
         let signals = tokio::spawn(async move {
@@ -40,8 +43,13 @@ pub fn main(a: ExecArgs) -> anyhow::Result<ExitCode> {
             copy_output(rx)
         );
         signals.abort();
+        reaper.abort();
         record
     });
+    drop(rt);
+    // Every job process is dead (its cgroup emptied); collect the last orphans' exit statuses so
+    // none is left a zombie when we exit.
+    crate::reaper::reap_remaining(std::time::Duration::from_secs(1));
     Ok(finish(&record, a.job.json))
 }
 

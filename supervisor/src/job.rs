@@ -368,6 +368,9 @@ async fn supervise(
             .0;
         }
     };
+    // Until it has been waited for, the orphan reaper must leave this pid to tokio. The helper
+    // cannot exit before it has read the plan, which is written only after this line.
+    let _owned = crate::reaper::Owned::new(child.id());
     let readers = [
         tokio::spawn(pump(child.stdout.take(), Stream::Stdout, output.clone())),
         tokio::spawn(pump(child.stderr.take(), Stream::Stderr, output)),

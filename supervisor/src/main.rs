@@ -10,6 +10,7 @@ mod config;
 mod daemon;
 mod exec_cmd;
 mod job;
+mod reaper;
 
 /// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
 pub const EXIT_STOCKADE: u8 = 125;
