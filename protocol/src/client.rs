@@ -286,6 +286,7 @@ mod tests {
             peak_memory_bytes: Some(1 << 20),
             uid: Some(61000),
             gid: Some(61000),
+            enforcement: vec![],
         }
     }
 

@@ -470,6 +470,7 @@ mod tests {
                 peak_memory_bytes: Some(2),
                 uid: None,
                 gid: Some(3),
+                enforcement: vec![],
             },
         });
         pin_at_limit(|pad| ServerMessage::Error {

@@ -245,6 +245,33 @@ pub struct ResultRecord {
     pub uid: Option<u32>,
     /// Gid the job ran as (`None` if it never started).
     pub gid: Option<u32>,
+    /// What confinement was in force, mechanism by mechanism (empty if the job never started).
+    pub enforcement: Vec<Mechanism>,
+}
+
+/// One confinement mechanism as applied to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mechanism {
+    /// Mechanism name, e.g. `identity`, `capabilities`, `cgroup.memory`, `landlock.fs`.
+    pub name: String,
+    /// How far it was enforced.
+    pub status: Enforcement,
+    /// One line of detail.
+    pub detail: String,
+}
+
+/// How far a mechanism was enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Fully enforced.
+    Enforced,
+    /// Enforced in part (best effort, on a kernel that lacks some of it).
+    Partial,
+    /// Asked for as best effort, but the kernel could not enforce it.
+    NotEnforced,
+    /// The profile did not ask for it.
+    NotRequested,
 }
 
 impl ErrorKind {

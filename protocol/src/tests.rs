@@ -59,6 +59,7 @@ fn records() -> Vec<ResultRecord> {
             peak_memory_bytes: Some(300),
             uid: Some(u32::MAX),
             gid: None,
+            enforcement: vec![],
         })
         .collect()
 }
@@ -329,6 +330,7 @@ fn doc_examples() -> Vec<(&'static str, Vec<u8>)> {
                     peak_memory_bytes: None,
                     uid: Some(61000),
                     gid: Some(61000),
+                    enforcement: vec![],
                 },
             })
             .unwrap(),

@@ -3,9 +3,11 @@
 //! the job. The supervisor never runs any of this in its own (multi-threaded) process.
 //!
 //! Control socket protocol: the supervisor passes one end of a `socketpair` as the helper's stdin.
-//! The helper moves it to a close-on-exec descriptor, reads one plan frame, and either `execve`s
-//! (the kernel closes the socket: the supervisor reads EOF = success) or writes one
-//! [`SetupError`] frame and exits with [`SETUP_FAILED_EXIT`].
+//! The helper moves it to a close-on-exec descriptor and reads one plan frame. When every step is
+//! applied it writes a [`HelperMessage::Started`] frame (what it applied) and `execve`s: the
+//! kernel closes the socket, and the supervisor reads EOF after `Started`. If a step (or the
+//! `execve`) fails it writes [`HelperMessage::Failed`] and exits with [`SETUP_FAILED_EXIT`]. EOF
+//! without a frame means the helper died: the supervisor treats that as a setup failure too.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -21,6 +23,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::{SetupError, Step};
 use crate::plan::{LaunchPlan, Rlimit, RlimitResource};
+use crate::report::{Applied, HelperMessage};
 use crate::{sys, wire};
 
 /// Hidden subcommand that turns `stockade` into the exec helper.
@@ -65,6 +68,8 @@ pub trait Sys {
     fn umask(&mut self, mask: u32);
     /// `chdir(path)`.
     fn chdir(&mut self, path: &Path) -> Result<(), Errno>;
+    /// Send a frame to the supervisor on the control socket.
+    fn report(&mut self, msg: &HelperMessage) -> Result<(), Errno>;
     /// `execve(path, argv, envp)`; returns only on failure.
     fn execve(&mut self, path: &CString, argv: &[CString], envp: &[CString]) -> Errno;
 }
@@ -182,8 +187,48 @@ pub fn apply<S: Sys>(
     sys.chdir(&plan.cwd).map_err(|e| {
         SetupError::sys(Step::Workspace, format!("chdir({})", plan.cwd.display()), e)
     })?;
-    // 12. exec. Later steps (Landlock, seccomp) go just before this, seccomp last.
+    // 12. Tell the supervisor what is in force, then exec. Later steps (Landlock, seccomp) go
+    //     just before this, seccomp last.
+    let applied = applied(plan);
+    sys.report(&HelperMessage::Started(applied))
+        .map_err(|e| SetupError::sys(Step::Exec, "write(control socket)", e))?;
     Err(exec_first(sys, plan, &candidates, &argv, &envp))
+}
+
+/// The report of the steps above, all of which are mandatory (any failure stopped the launch).
+fn applied(plan: &LaunchPlan) -> Vec<Applied> {
+    let rlimits: Vec<String> = std::iter::once("RLIMIT_CORE=0".to_string())
+        .chain(
+            plan.rlimits
+                .iter()
+                .map(|l| format!("{}={}", l.resource.name(), l.hard)),
+        )
+        .collect();
+    vec![
+        Applied::enforced(
+            "identity",
+            format!(
+                "uid {} gid {} groups {:?}",
+                plan.uid, plan.gid, plan.supplementary_gids
+            ),
+        ),
+        Applied::enforced(
+            "capabilities",
+            "bounding, ambient, inheritable, permitted, effective: empty",
+        ),
+        Applied::enforced("no_new_privs", "set"),
+        Applied::enforced(
+            "descriptors",
+            "stdin /dev/null; none above stderr inherited",
+        ),
+        Applied::enforced("session", "new session, no controlling terminal"),
+        Applied::enforced("parent_death_signal", "SIGKILL"),
+        Applied::enforced(
+            "cgroup.join",
+            format!("{} hierarchies", plan.cgroup_procs.len()),
+        ),
+        Applied::enforced("rlimits", rlimits.join(" ")),
+    ]
 }
 
 fn arm_parent_death_signal<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
@@ -308,8 +353,11 @@ fn exec_first<S: Sys>(
 }
 
 /// The real system calls.
-#[derive(Debug, Default)]
-pub struct LinuxSys;
+#[derive(Debug)]
+pub struct LinuxSys {
+    /// The control socket (close-on-exec).
+    ctrl: File,
+}
 
 impl Sys for LinuxSys {
     fn close_fds_except(&mut self, keep: RawFd) -> Result<(), Errno> {
@@ -401,6 +449,10 @@ impl Sys for LinuxSys {
     fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
         nix::unistd::chdir(path)
     }
+    fn report(&mut self, msg: &HelperMessage) -> Result<(), Errno> {
+        let frame = wire::encode(msg).map_err(|_| Errno::EMSGSIZE)?;
+        self.ctrl.write_all(&frame).map_err(io_errno)
+    }
     fn execve(&mut self, path: &CString, argv: &[CString], envp: &[CString]) -> Errno {
         match nix::unistd::execve(path, argv, envp) {
             Err(e) => e,
@@ -422,17 +474,19 @@ pub fn helper_main() -> ! {
         Ok(fd) => fd,
         Err(_) => std::process::exit(SETUP_FAILED_EXIT),
     };
-    let mut ctrl = File::from(sys::take_fd(ctrl_fd));
+    let mut sys = LinuxSys {
+        ctrl: File::from(sys::take_fd(ctrl_fd)),
+    };
     let err = match stdin_devnull()
-        .and_then(|()| read_plan(&mut ctrl))
-        .and_then(|plan| apply(&mut LinuxSys, &plan, ctrl.as_raw_fd()))
-    {
+        .and_then(|()| read_plan(&mut sys.ctrl))
+        .and_then(|plan| {
+            let ctrl = sys.ctrl.as_raw_fd();
+            apply(&mut sys, &plan, ctrl)
+        }) {
         Ok(never) => match never {},
         Err(err) => err,
     };
-    if let Ok(frame) = wire::encode(&err) {
-        let _ = ctrl.write_all(&frame);
-    }
+    let _ = sys.report(&HelperMessage::Failed(err));
     std::process::exit(SETUP_FAILED_EXIT)
 }
 

@@ -10,8 +10,10 @@ pub mod cgroup;
 mod error;
 pub mod helper;
 mod plan;
+mod report;
 mod sys;
 pub mod wire;
 
 pub use error::{SetupError, Step};
 pub use plan::{LaunchPlan, Rlimit, RlimitResource};
+pub use report::{Applied, HelperMessage, Status};

@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use stockade_profiles::{Overrides, Profile, ProfileSet};
-use stockade_protocol::{Cause, JobRequest, ResultRecord, Stream, RESULT_VERSION};
+use stockade_protocol::{
+    Cause, Enforcement, JobRequest, Mechanism, ResultRecord, Stream, RESULT_VERSION,
+};
 use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits};
-use stockade_sandbox::{helper, wire, LaunchPlan, Rlimit, RlimitResource, SetupError};
+use stockade_sandbox::{
+    helper, wire, Applied, HelperMessage, LaunchPlan, Rlimit, RlimitResource, Status,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
@@ -85,17 +89,11 @@ pub fn rejected(job: &str, profile: &str, reason: String) -> ResultRecord {
         profile,
         Cause::Rejected { reason },
         Duration::ZERO,
-        None,
+        Ran::default(),
     )
 }
 
-fn record(
-    job: &str,
-    profile: &str,
-    cause: Cause,
-    wall: Duration,
-    ran: Option<(&Profile, &JobCgroupStats)>,
-) -> ResultRecord {
+fn record(job: &str, profile: &str, cause: Cause, wall: Duration, ran: Ran) -> ResultRecord {
     ResultRecord {
         version: RESULT_VERSION,
         job: job.to_string(),
@@ -103,17 +101,22 @@ fn record(
         exit_code: cause.exit_code(),
         cause,
         wall_ms: wall.as_millis() as u64,
-        cpu_ms: ran.and_then(|(_, s)| s.cpu_ns).map(|ns| ns / 1_000_000),
-        peak_memory_bytes: ran.and_then(|(_, s)| s.peak_memory),
-        uid: ran.map(|(p, _)| p.uid),
-        gid: ran.map(|(p, _)| p.gid),
+        cpu_ms: ran.cpu_ns.map(|ns| ns / 1_000_000),
+        peak_memory_bytes: ran.peak_memory,
+        uid: ran.ids.map(|(u, _)| u),
+        gid: ran.ids.map(|(_, g)| g),
+        enforcement: ran.enforcement,
     }
 }
 
+/// What is known about a job beyond its cause.
 #[derive(Debug, Default)]
-struct JobCgroupStats {
+struct Ran {
+    /// (uid, gid) if the job's command started.
+    ids: Option<(u32, u32)>,
     cpu_ns: Option<u64>,
     peak_memory: Option<u64>,
+    enforcement: Vec<Mechanism>,
 }
 
 /// Validate a request against the profile set: the profile, the narrowing, the workspace.
@@ -171,7 +174,15 @@ pub async fn run(
         Some(ws) => PathBuf::from(ws),
         None => match fresh_workspace(&launcher.scratch_root, &job_id, &profile) {
             Ok(ws) => ws,
-            Err(f) => return record(&job_id, &profile.name, f.0, started.elapsed(), None),
+            Err(f) => {
+                return record(
+                    &job_id,
+                    &profile.name,
+                    f.0,
+                    started.elapsed(),
+                    Ran::default(),
+                )
+            }
         },
     };
 
@@ -189,7 +200,13 @@ pub async fn run(
                 message: e.to_string(),
             };
             cleanup_workspace(fresh, &workspace).await;
-            return record(&job_id, &profile.name, cause, started.elapsed(), None);
+            return record(
+                &job_id,
+                &profile.name,
+                cause,
+                started.elapsed(),
+                Ran::default(),
+            );
         }
     };
 
@@ -211,7 +228,7 @@ pub async fn run(
         parent_pid: std::process::id() as i32,
     };
 
-    let cause = supervise(
+    let (cause, applied) = supervise(
         &launcher,
         &plan,
         &cgroup,
@@ -234,27 +251,14 @@ pub async fn run(
         }
         c => c,
     };
-    let accounted = JobCgroupStats {
+    // `applied` is empty unless the helper reported every step done: then the command ran.
+    let ran = Ran {
+        ids: (!applied.is_empty()).then_some((profile.uid, profile.gid)),
         cpu_ns: stats.cpu_usage_ns,
         peak_memory: stats.peak_memory_bytes,
+        enforcement: enforcement(applied, &launcher, &limits),
     };
-    let started_job = !matches!(cause, Cause::SetupFailed { .. });
-    let rec = record(
-        &job_id,
-        &profile.name,
-        cause,
-        wall,
-        Some((&profile, &accounted)),
-    );
-    let rec = if started_job {
-        rec
-    } else {
-        ResultRecord {
-            uid: None,
-            gid: None,
-            ..rec
-        }
-    };
+    let rec = record(&job_id, &profile.name, cause, wall, ran);
 
     let name = job_id.clone();
     let removed = tokio::task::spawn_blocking(move || cgroup.remove()).await;
@@ -265,6 +269,51 @@ pub async fn run(
     }
     cleanup_workspace(fresh, &workspace).await;
     rec
+}
+
+/// The helper's report plus what the supervisor itself enforces (cgroup limits and teardown).
+fn enforcement(applied: Vec<Applied>, launcher: &Launcher, limits: &Limits) -> Vec<Mechanism> {
+    if applied.is_empty() {
+        return Vec::new();
+    }
+    let layout = launcher.cgroups.layout().describe();
+    let limit = |name: &str, value: Option<u64>, unit: &str| match value {
+        Some(v) => Mechanism {
+            name: name.into(),
+            status: Enforcement::Enforced,
+            detail: format!("{v}{unit}"),
+        },
+        None => Mechanism {
+            name: name.into(),
+            status: Enforcement::NotRequested,
+            detail: "no limit".into(),
+        },
+    };
+    let mut out: Vec<Mechanism> = applied
+        .into_iter()
+        .map(|a| Mechanism {
+            name: a.name,
+            status: match a.status {
+                Status::Enforced => Enforcement::Enforced,
+                Status::Partial => Enforcement::Partial,
+                Status::NotEnforced => Enforcement::NotEnforced,
+                Status::NotRequested => Enforcement::NotRequested,
+            },
+            detail: a.detail,
+        })
+        .collect();
+    out.push(limit(
+        "cgroup.memory",
+        limits.memory_bytes,
+        " bytes, no swap",
+    ));
+    out.push(limit("cgroup.pids", limits.pids, " processes"));
+    out.push(Mechanism {
+        name: "cgroup.teardown".into(),
+        status: Enforcement::Enforced,
+        detail: format!("whole cgroup killed at the end; {layout}"),
+    });
+    out
 }
 
 fn rlimits(profile: &Profile) -> Vec<Rlimit> {
@@ -344,10 +393,10 @@ async fn supervise(
     cancel: &mut watch::Receiver<bool>,
     deadline: tokio::time::Instant,
     grace: Duration,
-) -> Cause {
+) -> (Cause, Vec<Applied>) {
     let (cmd, ctrl) = match helper::helper_command(&launcher.helper_exe) {
         Ok(x) => x,
-        Err(e) => return Failed::setup("spawn-helper", "socketpair()", &e).0,
+        Err(e) => return (Failed::setup("spawn-helper", "socketpair()", &e).0, vec![]),
     };
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(Stdio::piped())
@@ -360,12 +409,11 @@ async fn supervise(
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            return Failed::setup(
-                "spawn-helper",
-                format!("spawn({})", launcher.helper_exe.display()),
-                &e,
-            )
-            .0;
+            let exe = launcher.helper_exe.display();
+            return (
+                Failed::setup("spawn-helper", format!("spawn({exe})"), &e).0,
+                vec![],
+            );
         }
     };
     // Until it has been waited for, the orphan reaper must leave this pid to tokio. The helper
@@ -376,8 +424,8 @@ async fn supervise(
         tokio::spawn(pump(child.stderr.take(), Stream::Stderr, output)),
     ];
 
-    // Hand over the plan and learn whether the job was set up: EOF without a frame means the
-    // helper's execve succeeded (the kernel closed its close-on-exec control socket).
+    // Hand over the plan and learn whether the job was set up: a `Started` frame then EOF means
+    // the helper's execve succeeded (the kernel closed its close-on-exec control socket).
     let setup = async {
         let mut ctrl = tokio::net::UnixStream::from_std({
             ctrl.set_nonblocking(true)?;
@@ -386,8 +434,9 @@ async fn supervise(
         let frame = wire::encode(plan).map_err(std::io::Error::other)?;
         ctrl.write_all(&frame).await?;
         let mut reply = Vec::new();
+        // At most two frames (Started, then Failed if the execve itself failed).
         (&mut ctrl)
-            .take((wire::MAX_CONTROL_FRAME + 4) as u64)
+            .take(2 * (wire::MAX_CONTROL_FRAME + 4) as u64)
             .read_to_end(&mut reply)
             .await?;
         Ok::<_, std::io::Error>(reply)
@@ -397,23 +446,24 @@ async fn supervise(
         _ = tokio::time::sleep_until(deadline) => None,
         _ = wait_cancel(cancel) => None,
     };
-    match setup_outcome {
-        Some(Ok(reply)) if reply.is_empty() => {}
-        other => {
+    let started = match setup_outcome {
+        Some(Ok(reply)) => helper_reply(&reply),
+        Some(Err(e)) => Err(Failed::setup("read-plan", "write/read control socket", &e).0),
+        None if *cancel.borrow() => Err(Cause::Canceled),
+        None => Err(Cause::WallTimeout),
+    };
+    let applied = match started {
+        Ok(applied) => applied,
+        Err(cause) => {
             // The job never ran. Whatever the helper did, end it and report why.
             let _ = child.start_kill();
             let _ = child.wait().await;
             let _ = cgroup.kill_all();
             wait_empty(cgroup, KILL_WAIT).await;
             drain(readers).await;
-            return match other {
-                Some(Ok(reply)) => decode_setup_error(&reply),
-                Some(Err(e)) => Failed::setup("read-plan", "write/read control socket", &e).0,
-                None if *cancel.borrow() => Cause::Canceled,
-                None => Cause::WallTimeout,
-            };
+            return (cause, vec![]);
         }
-    }
+    };
 
     let end = tokio::select! {
         status = child.wait() => match status {
@@ -450,7 +500,7 @@ async fn supervise(
         tracing::error!(job = %plan.job_id, "job processes still alive {KILL_WAIT:?} after SIGKILL");
     }
     drain(readers).await;
-    cause
+    (cause, applied)
 }
 
 /// SIGTERM to every process of the job, up to `grace` for them to go, then SIGKILL the cgroup.
@@ -502,30 +552,38 @@ fn status_cause(status: ExitStatus) -> Cause {
     }
 }
 
-fn decode_setup_error(reply: &[u8]) -> Cause {
-    let parsed = reply
-        .get(..4)
-        .ok_or_else(|| "short reply".to_string())
-        .and_then(|h| wire::check_len(h.try_into().unwrap_or_default()))
-        .and_then(|len| {
-            let body = reply
-                .get(4..4 + len)
-                .ok_or_else(|| "truncated reply".to_string())?;
-            wire::decode::<SetupError>(body)
-        });
-    match parsed {
-        Ok(e) => Cause::SetupFailed {
+/// Interpret everything the helper wrote on its control socket before EOF: the last frame
+/// decides. `Started` means the command is running; anything else means it never ran.
+fn helper_reply(reply: &[u8]) -> Result<Vec<Applied>, Cause> {
+    let unreadable = |m: String| Cause::SetupFailed {
+        step: "read-plan".into(),
+        syscall: "read(control socket)".into(),
+        errno: 0,
+        message: format!("unreadable reply from the exec helper: {m}"),
+    };
+    let mut rest = reply;
+    let mut last = None;
+    while !rest.is_empty() {
+        let header: [u8; 4] = rest
+            .get(..4)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| unreadable("truncated header".into()))?;
+        let len = wire::check_len(header).map_err(unreadable)?;
+        let body = rest
+            .get(4..4 + len)
+            .ok_or_else(|| unreadable("truncated frame".into()))?;
+        last = Some(wire::decode::<HelperMessage>(body).map_err(unreadable)?);
+        rest = &rest[4 + len..];
+    }
+    match last {
+        Some(HelperMessage::Started(applied)) => Ok(applied),
+        Some(HelperMessage::Failed(e)) => Err(Cause::SetupFailed {
             step: e.step.name().into(),
             syscall: e.syscall,
             errno: e.errno,
             message: e.message,
-        },
-        Err(m) => Cause::SetupFailed {
-            step: "read-plan".into(),
-            syscall: "read(control socket)".into(),
-            errno: 0,
-            message: format!("unreadable reply from the exec helper: {m}"),
-        },
+        }),
+        None => Err(unreadable("the helper exited without a report".into())),
     }
 }
 

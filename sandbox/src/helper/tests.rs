@@ -74,6 +74,13 @@ impl Sys for Recorder {
     fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
         self.hit(format!("chdir({})", path.display()))
     }
+    fn report(&mut self, msg: &HelperMessage) -> Result<(), Errno> {
+        let what = match msg {
+            HelperMessage::Started(applied) => format!("started, {} mechanisms", applied.len()),
+            HelperMessage::Failed(e) => format!("failed at {}", e.step),
+        };
+        self.hit(format!("report({what})"))
+    }
     fn execve(&mut self, path: &CString, _argv: &[CString], _envp: &[CString]) -> Errno {
         self.calls
             .push(format!("execve({})", path.to_string_lossy()));
@@ -136,6 +143,7 @@ fn steps_run_in_the_documented_order() {
             "set_no_new_privs()",
             "umask(22)",
             "chdir(/ws)",
+            "report(started, 8 mechanisms)",
             "execve(/usr/bin/sh)",
             "execve(/bin/sh)",
         ]
