@@ -35,6 +35,37 @@ struct ProfileFile {
     limits: LimitsFile,
     #[serde(default)]
     env: EnvFile,
+    #[serde(default)]
+    namespaces: NamespacesFile,
+}
+
+/// Namespaces a job gets of its own. Every one defaults to on: a profile must opt out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespacesFile {
+    #[serde(default = "yes")]
+    net: bool,
+    #[serde(default = "yes")]
+    ipc: bool,
+    #[serde(default = "yes")]
+    uts: bool,
+    #[serde(default = "yes")]
+    cgroup: bool,
+}
+
+impl Default for NamespacesFile {
+    fn default() -> Self {
+        NamespacesFile {
+            net: true,
+            ipc: true,
+            uts: true,
+            cgroup: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +127,14 @@ pub struct Profile {
     pub env_set: BTreeMap<String, String>,
     /// Names a request may add to the environment.
     pub env_allow: Vec<String>,
+    /// Own network namespace (no network at all).
+    pub net_namespace: bool,
+    /// Own IPC namespace.
+    pub ipc_namespace: bool,
+    /// Own UTS namespace.
+    pub uts_namespace: bool,
+    /// Own cgroup namespace.
+    pub cgroup_namespace: bool,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -521,6 +560,10 @@ pub fn parse_profile(
         fsize_bytes: l.fsize_mib.and_then(|m| m.checked_mul(1 << 20)),
         env_set: file.env.set,
         env_allow: file.env.allow,
+        net_namespace: file.namespaces.net,
+        ipc_namespace: file.namespaces.ipc,
+        uts_namespace: file.namespaces.uts,
+        cgroup_namespace: file.namespaces.cgroup,
     })
 }
 

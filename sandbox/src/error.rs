@@ -18,6 +18,8 @@ pub enum Step {
     ParentDeathSignal,
     /// Writing our pid into the job's cgroups.
     JoinCgroup,
+    /// `unshare` of the job's namespaces, `sethostname`.
+    Namespaces,
     /// `setrlimit` for each limit.
     Rlimits,
     /// Dropping the bounding, ambient and inheritable capability sets (needs root, so before the uid change).
@@ -43,6 +45,7 @@ impl Step {
             Step::NewSession => "new-session",
             Step::ParentDeathSignal => "parent-death-signal",
             Step::JoinCgroup => "join-cgroup",
+            Step::Namespaces => "namespaces",
             Step::Rlimits => "rlimits",
             Step::DropBoundingCaps => "drop-bounding-caps",
             Step::Identity => "identity",

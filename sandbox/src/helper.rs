@@ -23,7 +23,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::{SetupError, Step};
 use crate::plan::{LaunchPlan, Rlimit, RlimitResource};
-use crate::report::{Applied, HelperMessage};
+use crate::report::{Applied, HelperMessage, Status};
 use crate::{sys, wire};
 
 /// Hidden subcommand that turns `stockade` into the exec helper.
@@ -31,6 +31,9 @@ pub const HELPER_ARG: &str = "__stockade-init";
 
 /// Exit status of a helper that could not set the job up.
 pub const SETUP_FAILED_EXIT: i32 = 125;
+
+/// Hostname of a job with its own UTS namespace.
+pub const JOB_HOSTNAME: &str = "stockade";
 
 /// `PATH` searched when the plan's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -50,6 +53,10 @@ pub trait Sys {
     fn getpid(&mut self) -> i32;
     /// Write `data` to an existing file (cgroupfs).
     fn write_file(&mut self, path: &Path, data: &str) -> Result<(), Errno>;
+    /// `unshare(flags)`.
+    fn unshare(&mut self, flags: nix::sched::CloneFlags) -> Result<(), Errno>;
+    /// `sethostname(name)`.
+    fn sethostname(&mut self, name: &str) -> Result<(), Errno>;
     /// `setrlimit(resource, soft, hard)`.
     fn setrlimit(&mut self, limit: Rlimit) -> Result<(), Errno>;
     /// Drop every capability from the bounding set and clear the ambient and inheritable sets.
@@ -124,7 +131,24 @@ pub fn apply<S: Sys>(
             )
         })?;
     }
-    // 5. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
+    // 5. Namespaces, after the cgroup join so the cgroup namespace is rooted at the job's own
+    //    cgroup, and while root (unshare needs CAP_SYS_ADMIN).
+    let (flags, names) = plan.namespaces.flags();
+    if !flags.is_empty() {
+        sys.unshare(flags).map_err(|e| {
+            SetupError::sys(Step::Namespaces, format!("unshare({})", names.join("|")), e)
+        })?;
+    }
+    if plan.namespaces.uts {
+        sys.sethostname(JOB_HOSTNAME).map_err(|e| {
+            SetupError::sys(
+                Step::Namespaces,
+                format!("sethostname({JOB_HOSTNAME:?})"),
+                e,
+            )
+        })?;
+    }
+    // 6. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
     //    are always off: no job memory lands on disk.
     let core = Rlimit {
         resource: RlimitResource::Core,
@@ -145,12 +169,12 @@ pub fn apply<S: Sys>(
             )
         })?;
     }
-    // 6. Bounding, ambient and inheritable sets go while we still hold CAP_SETPCAP; after the uid
+    // 7. Bounding, ambient and inheritable sets go while we still hold CAP_SETPCAP; after the uid
     //    change we could no longer shrink the bounding set.
     sys.drop_bounding_ambient_inheritable().map_err(|m| {
         SetupError::other(Step::DropBoundingCaps, "prctl(PR_CAPBSET_DROP)/capset", m)
     })?;
-    // 7. Identity: groups first (needs CAP_SETGID), then gid, then uid last (after it we are no
+    // 8. Identity: groups first (needs CAP_SETGID), then gid, then uid last (after it we are no
     //    longer privileged to change the others).
     sys.setgroups(&plan.supplementary_gids).map_err(|e| {
         SetupError::sys(
@@ -173,21 +197,21 @@ pub fn apply<S: Sys>(
             e,
         )
     })?;
-    // 8. The credential change cleared the parent-death signal: arm it again.
+    // 9. The credential change cleared the parent-death signal: arm it again.
     arm_parent_death_signal(sys, plan)?;
-    // 9. The uid change already emptied permitted and effective; clear them explicitly anyway and
+    // 10. The uid change already emptied permitted and effective; clear them explicitly anyway and
     //    verify every set is empty, so a kernel or securebits surprise fails closed.
     sys.clear_and_verify_caps()
         .map_err(|m| SetupError::other(Step::DropCaps, "capset/capget", m))?;
-    // 10. No execve may ever grant privileges again (setuid binaries, file capabilities).
+    // 11. No execve may ever grant privileges again (setuid binaries, file capabilities).
     sys.set_no_new_privs()
         .map_err(|e| SetupError::sys(Step::NoNewPrivs, "prctl(PR_SET_NO_NEW_PRIVS, 1)", e))?;
-    // 11. Enter the workspace as the job's user, so its permissions are checked as the job's.
+    // 12. Enter the workspace as the job's user, so its permissions are checked as the job's.
     sys.umask(plan.umask);
     sys.chdir(&plan.cwd).map_err(|e| {
         SetupError::sys(Step::Workspace, format!("chdir({})", plan.cwd.display()), e)
     })?;
-    // 12. Tell the supervisor what is in force, then exec. Later steps (Landlock, seccomp) go
+    // 13. Tell the supervisor what is in force, then exec. Later steps (Landlock, seccomp) go
     //     just before this, seccomp last.
     let applied = applied(plan);
     sys.report(&HelperMessage::Started(applied))
@@ -204,7 +228,7 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
                 .map(|l| format!("{}={}", l.resource.name(), l.hard)),
         )
         .collect();
-    vec![
+    let mut applied = vec![
         Applied::enforced(
             "identity",
             format!(
@@ -228,7 +252,37 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
             format!("{} hierarchies", plan.cgroup_procs.len()),
         ),
         Applied::enforced("rlimits", rlimits.join(" ")),
-    ]
+    ];
+    let ns = plan.namespaces;
+    for (on, name, detail) in [
+        (
+            ns.net,
+            "namespace.net",
+            "own network namespace: no interfaces up, no network",
+        ),
+        (ns.ipc, "namespace.ipc", "own IPC namespace"),
+        (
+            ns.uts,
+            "namespace.uts",
+            "own UTS namespace, hostname stockade",
+        ),
+        (
+            ns.cgroup,
+            "namespace.cgroup",
+            "own cgroup namespace rooted at the job's cgroup",
+        ),
+    ] {
+        applied.push(if on {
+            Applied::enforced(name, detail)
+        } else {
+            Applied {
+                name: name.into(),
+                status: Status::NotRequested,
+                detail: "host's".into(),
+            }
+        });
+    }
+    applied
 }
 
 fn arm_parent_death_signal<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
@@ -384,6 +438,12 @@ impl Sys for LinuxSys {
             .open(path)
             .map_err(io_errno)?;
         f.write_all(data.as_bytes()).map_err(io_errno)
+    }
+    fn unshare(&mut self, flags: nix::sched::CloneFlags) -> Result<(), Errno> {
+        nix::sched::unshare(flags)
+    }
+    fn sethostname(&mut self, name: &str) -> Result<(), Errno> {
+        nix::unistd::sethostname(name)
     }
     fn setrlimit(&mut self, limit: Rlimit) -> Result<(), Errno> {
         use nix::sys::resource::Resource;

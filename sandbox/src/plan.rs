@@ -32,6 +32,42 @@ pub struct LaunchPlan {
     pub cgroup_procs: Vec<PathBuf>,
     /// Pid of the supervisor; if the helper's parent is no longer this pid, it gives up.
     pub parent_pid: i32,
+    /// Namespaces the job gets of its own.
+    pub namespaces: Namespaces,
+}
+
+/// Namespaces a job gets of its own (each `false` shares the host's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Namespaces {
+    /// Own network namespace: no interface but a loopback that is down; no network at all.
+    pub net: bool,
+    /// Own IPC namespace: no System V IPC objects or POSIX message queues of the host.
+    pub ipc: bool,
+    /// Own UTS namespace, hostname `stockade`.
+    pub uts: bool,
+    /// Own cgroup namespace rooted at the job's cgroup: `/proc/self/cgroup` reveals nothing of the host.
+    pub cgroup: bool,
+}
+
+impl Namespaces {
+    /// The `CLONE_NEW*` flags and names of the namespaces asked for.
+    pub fn flags(&self) -> (nix::sched::CloneFlags, Vec<&'static str>) {
+        use nix::sched::CloneFlags;
+        let mut flags = CloneFlags::empty();
+        let mut names = Vec::new();
+        for (on, flag, name) in [
+            (self.net, CloneFlags::CLONE_NEWNET, "net"),
+            (self.ipc, CloneFlags::CLONE_NEWIPC, "ipc"),
+            (self.uts, CloneFlags::CLONE_NEWUTS, "uts"),
+            (self.cgroup, CloneFlags::CLONE_NEWCGROUP, "cgroup"),
+        ] {
+            if on {
+                flags |= flag;
+                names.push(name);
+            }
+        }
+        (flags, names)
+    }
 }
 
 /// One resource limit.

@@ -14,7 +14,7 @@ use stockade_protocol::{
 };
 use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits};
 use stockade_sandbox::{
-    helper, wire, Applied, HelperMessage, LaunchPlan, Rlimit, RlimitResource, Status,
+    helper, wire, Applied, HelperMessage, LaunchPlan, Namespaces, Rlimit, RlimitResource, Status,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -226,6 +226,12 @@ pub async fn run(
         rlimits: rlimits(&profile),
         cgroup_procs: cgroup.procs_files(),
         parent_pid: std::process::id() as i32,
+        namespaces: Namespaces {
+            net: profile.net_namespace,
+            ipc: profile.ipc_namespace,
+            uts: profile.uts_namespace,
+            cgroup: profile.cgroup_namespace,
+        },
     };
 
     let (cause, applied) = supervise(

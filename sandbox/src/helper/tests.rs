@@ -1,6 +1,7 @@
 //! Order and arguments of the confinement steps, against a recording double (no root needed).
 
 use super::*;
+use crate::plan::Namespaces;
 
 #[derive(Default)]
 struct Recorder {
@@ -39,6 +40,12 @@ impl Sys for Recorder {
     }
     fn write_file(&mut self, path: &Path, data: &str) -> Result<(), Errno> {
         self.hit(format!("write_file({}, {data})", path.display()))
+    }
+    fn unshare(&mut self, flags: nix::sched::CloneFlags) -> Result<(), Errno> {
+        self.hit(format!("unshare({flags:?})"))
+    }
+    fn sethostname(&mut self, name: &str) -> Result<(), Errno> {
+        self.hit(format!("sethostname({name})"))
     }
     fn setrlimit(&mut self, l: Rlimit) -> Result<(), Errno> {
         self.hit(format!(
@@ -112,6 +119,12 @@ fn plan() -> LaunchPlan {
             "/cg/unified/j/cgroup.procs".into(),
         ],
         parent_pid: 100,
+        namespaces: Namespaces {
+            net: true,
+            ipc: true,
+            uts: true,
+            cgroup: true,
+        },
     }
 }
 
@@ -131,6 +144,8 @@ fn steps_run_in_the_documented_order() {
             "set_pdeathsig(SIGKILL)",
             "write_file(/cg/memory/j/cgroup.procs, 4242)",
             "write_file(/cg/unified/j/cgroup.procs, 4242)",
+            "unshare(CloneFlags(CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET))",
+            "sethostname(stockade)",
             "setrlimit(RLIMIT_CORE, 0, 0)",
             "setrlimit(RLIMIT_NOFILE, 256, 256)",
             "drop_bounding_ambient_inheritable()",
@@ -143,7 +158,7 @@ fn steps_run_in_the_documented_order() {
             "set_no_new_privs()",
             "umask(22)",
             "chdir(/ws)",
-            "report(started, 8 mechanisms)",
+            "report(started, 12 mechanisms)",
             "execve(/usr/bin/sh)",
             "execve(/bin/sh)",
         ]
