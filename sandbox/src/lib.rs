@@ -15,5 +15,5 @@ mod sys;
 pub mod wire;
 
 pub use error::{SetupError, Step};
-pub use plan::{LaunchPlan, Rlimit, RlimitResource};
+pub use plan::{LaunchPlan, Namespaces, Rlimit, RlimitResource};
 pub use report::{Applied, HelperMessage, Status};
