@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use stockade_sandbox::Namespaces;
 
 /// The default profiles shipped in the binary: (name, TOML text).
 pub const EMBEDDED: [(&str, &str); 3] = [
@@ -24,6 +25,8 @@ pub const EMBEDDED: [(&str, &str); 3] = [
 const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 /// Upper bound for the grace period.
 const MAX_GRACE_SECS: u64 = 300;
+/// Upper bound for sizes given in MiB: 1 PiB (keeps `<< 20` far from overflow).
+const MAX_MIB: u64 = 1 << 30;
 /// The overflow uid/gid (`nobody`/`nogroup`): shared with every unmapped file on the host.
 const OVERFLOW_ID: u32 = 65534;
 
@@ -51,6 +54,8 @@ struct NamespacesFile {
     uts: bool,
     #[serde(default = "yes")]
     cgroup: bool,
+    #[serde(default = "yes")]
+    mount: bool,
 }
 
 impl Default for NamespacesFile {
@@ -60,6 +65,7 @@ impl Default for NamespacesFile {
             ipc: true,
             uts: true,
             cgroup: true,
+            mount: true,
         }
     }
 }
@@ -85,10 +91,22 @@ struct LimitsFile {
     pids: Option<u64>,
     nofile: Option<u64>,
     fsize_mib: Option<u64>,
+    #[serde(default = "default_tmp_mib")]
+    tmp_mib: u64,
+    #[serde(default = "default_shm_mib")]
+    shm_mib: u64,
 }
 
 fn default_grace() -> u64 {
     5
+}
+
+fn default_tmp_mib() -> u64 {
+    256
+}
+
+fn default_shm_mib() -> u64 {
+    64
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,14 +145,12 @@ pub struct Profile {
     pub env_set: BTreeMap<String, String>,
     /// Names a request may add to the environment.
     pub env_allow: Vec<String>,
-    /// Own network namespace (no network at all).
-    pub net_namespace: bool,
-    /// Own IPC namespace.
-    pub ipc_namespace: bool,
-    /// Own UTS namespace.
-    pub uts_namespace: bool,
-    /// Own cgroup namespace.
-    pub cgroup_namespace: bool,
+    /// Namespaces the job gets of its own.
+    pub namespaces: Namespaces,
+    /// Size of the private `/tmp` (with the mount namespace), bytes.
+    pub tmp_bytes: u64,
+    /// Size of the private `/dev/shm` (with the mount namespace), bytes.
+    pub shm_bytes: u64,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -507,6 +523,8 @@ pub fn parse_profile(
         ("limits.pids", l.pids, 1),
         ("limits.nofile", l.nofile, 16),
         ("limits.fsize_mib", l.fsize_mib, 1),
+        ("limits.tmp_mib", Some(l.tmp_mib), 1),
+        ("limits.shm_mib", Some(l.shm_mib), 1),
     ] {
         if let Some(v) = value {
             if v < min {
@@ -519,9 +537,19 @@ pub fn parse_profile(
             }
         }
     }
-    if let Some(m) = l.memory_mib {
-        if m.checked_mul(1 << 20).is_none() {
-            problem("limits.memory_mib", m.to_string(), "too large", None);
+    for (key, mib) in [
+        ("limits.memory_mib", l.memory_mib),
+        ("limits.fsize_mib", l.fsize_mib),
+        ("limits.tmp_mib", Some(l.tmp_mib)),
+        ("limits.shm_mib", Some(l.shm_mib)),
+    ] {
+        if mib.is_some_and(|m| m > MAX_MIB) {
+            problem(
+                key,
+                mib.unwrap_or_default().to_string(),
+                &format!("must be at most {MAX_MIB} (1 PiB)"),
+                None,
+            );
         }
     }
     for (k, v) in &file.env.set {
@@ -557,13 +585,18 @@ pub fn parse_profile(
         memory_bytes: l.memory_mib.map(|m| m << 20),
         pids: l.pids,
         nofile: l.nofile,
-        fsize_bytes: l.fsize_mib.and_then(|m| m.checked_mul(1 << 20)),
+        fsize_bytes: l.fsize_mib.map(|m| m << 20),
         env_set: file.env.set,
         env_allow: file.env.allow,
-        net_namespace: file.namespaces.net,
-        ipc_namespace: file.namespaces.ipc,
-        uts_namespace: file.namespaces.uts,
-        cgroup_namespace: file.namespaces.cgroup,
+        namespaces: Namespaces {
+            net: file.namespaces.net,
+            ipc: file.namespaces.ipc,
+            uts: file.namespaces.uts,
+            cgroup: file.namespaces.cgroup,
+            mount: file.namespaces.mount,
+        },
+        tmp_bytes: l.tmp_mib << 20,
+        shm_bytes: l.shm_mib << 20,
     })
 }
 

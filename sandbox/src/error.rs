@@ -20,6 +20,8 @@ pub enum Step {
     JoinCgroup,
     /// `unshare` of the job's namespaces, `sethostname`.
     Namespaces,
+    /// Private mounts in the job's mount namespace.
+    Mounts,
     /// `setrlimit` for each limit.
     Rlimits,
     /// Dropping the bounding, ambient and inheritable capability sets (needs root, so before the uid change).
@@ -46,6 +48,7 @@ impl Step {
             Step::ParentDeathSignal => "parent-death-signal",
             Step::JoinCgroup => "join-cgroup",
             Step::Namespaces => "namespaces",
+            Step::Mounts => "mounts",
             Step::Rlimits => "rlimits",
             Step::DropBoundingCaps => "drop-bounding-caps",
             Step::Identity => "identity",

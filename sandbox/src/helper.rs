@@ -15,10 +15,11 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::mount::MsFlags;
 use nix::sys::signal::Signal;
 
 use crate::error::{SetupError, Step};
@@ -57,6 +58,21 @@ pub trait Sys {
     fn unshare(&mut self, flags: nix::sched::CloneFlags) -> Result<(), Errno>;
     /// `sethostname(name)`.
     fn sethostname(&mut self, name: &str) -> Result<(), Errno>;
+    /// `mount(source, target, fstype, flags, data)`.
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno>;
+    /// Open a directory as `O_PATH | O_DIRECTORY | O_CLOEXEC`.
+    fn open_dir_path(&mut self, path: &Path) -> Result<RawFd, Errno>;
+    /// `mkdir -p path` (mode 0755).
+    fn mkdir_all(&mut self, path: &Path) -> Result<(), Errno>;
+    /// `close(fd)`.
+    fn close(&mut self, fd: RawFd);
     /// `setrlimit(resource, soft, hard)`.
     fn setrlimit(&mut self, limit: Rlimit) -> Result<(), Errno>;
     /// Drop every capability from the bounding set and clear the ambient and inheritable sets.
@@ -147,6 +163,12 @@ pub fn apply<S: Sys>(
                 e,
             )
         })?;
+    }
+    // 5b. Private mounts, inside the new mount namespace: first make every mount private so
+    //     nothing propagates back to the host, then hold on to what a tmpfs would hide, cover
+    //     /tmp and /dev/shm, and bind the held directories back onto their own paths.
+    if plan.namespaces.mount {
+        private_mounts(sys, plan)?;
     }
     // 6. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
     //    are always off: no job memory lands on disk.
@@ -271,6 +293,11 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
             "namespace.cgroup",
             "own cgroup namespace rooted at the job's cgroup",
         ),
+        (
+            ns.mount,
+            "namespace.mount",
+            "own mount namespace, nothing propagates to the host",
+        ),
     ] {
         applied.push(if on {
             Applied::enforced(name, detail)
@@ -282,7 +309,60 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
             }
         });
     }
+    if ns.mount {
+        for t in &plan.mounts.tmpfs {
+            let noexec = if t.noexec { " noexec" } else { "" };
+            let detail = format!(
+                "{}: private tmpfs of {} bytes, nosuid nodev{noexec}",
+                t.target.display(),
+                t.size_bytes
+            );
+            applied.push(Applied::enforced("mount.tmpfs", detail));
+        }
+    }
     applied
+}
+
+fn private_mounts<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
+    let fail = |call: String, e: Errno| SetupError::sys(Step::Mounts, call, e);
+    let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    sys.mount(None, Path::new("/"), None, private, None)
+        .map_err(|e| fail("mount(/, MS_REC|MS_PRIVATE)".into(), e))?;
+    let mut held = Vec::new();
+    for dir in &plan.mounts.keep_visible {
+        let fd = sys
+            .open_dir_path(dir)
+            .map_err(|e| fail(format!("open({}, O_PATH|O_DIRECTORY)", dir.display()), e))?;
+        held.push((dir, fd));
+    }
+    for t in &plan.mounts.tmpfs {
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if t.noexec {
+            flags |= MsFlags::MS_NOEXEC;
+        }
+        let data = format!("size={},mode=1777", t.size_bytes);
+        let tmpfs = Some(Path::new("tmpfs"));
+        sys.mount(tmpfs, &t.target, Some("tmpfs"), flags, Some(&data))
+            .map_err(|e| fail(format!("mount(tmpfs, {}, {data})", t.target.display()), e))?;
+    }
+    for (dir, fd) in held {
+        let source = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        let result = sys
+            .mkdir_all(dir)
+            .map_err(|e| fail(format!("mkdir -p {}", dir.display()), e))
+            .and_then(|()| {
+                sys.mount(Some(&source), dir, None, bind, None)
+                    .map_err(|e| {
+                        let call =
+                            format!("mount(--rbind {}, {})", source.display(), dir.display());
+                        fail(call, e)
+                    })
+            });
+        sys.close(fd);
+        result?;
+    }
+    Ok(())
 }
 
 fn arm_parent_death_signal<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
@@ -444,6 +524,29 @@ impl Sys for LinuxSys {
     }
     fn sethostname(&mut self, name: &str) -> Result<(), Errno> {
         nix::unistd::sethostname(name)
+    }
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        nix::mount::mount(source, target, fstype, flags, data)
+    }
+    fn open_dir_path(&mut self, path: &Path) -> Result<RawFd, Errno> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())
+    }
+    fn mkdir_all(&mut self, path: &Path) -> Result<(), Errno> {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o755);
+        builder.create(path).map_err(io_errno)
+    }
+    fn close(&mut self, fd: RawFd) {
+        drop(sys::take_fd(fd));
     }
     fn setrlimit(&mut self, limit: Rlimit) -> Result<(), Errno> {
         use nix::sys::resource::Resource;

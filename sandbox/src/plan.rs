@@ -34,6 +34,29 @@ pub struct LaunchPlan {
     pub parent_pid: i32,
     /// Namespaces the job gets of its own.
     pub namespaces: Namespaces,
+    /// Private mounts (only with `namespaces.mount`).
+    pub mounts: Mounts,
+}
+
+/// The job's private mounts, in its own mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Mounts {
+    /// Size-limited tmpfs mounts (`nosuid`, `nodev`, mode 1777), e.g. `/tmp`, `/dev/shm`.
+    pub tmpfs: Vec<Tmpfs>,
+    /// Host directories that a tmpfs above would hide (a workspace under `/tmp`): bind-mounted
+    /// back onto the same path inside it.
+    pub keep_visible: Vec<PathBuf>,
+}
+
+/// One private tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tmpfs {
+    /// Where (must exist on the host).
+    pub target: PathBuf,
+    /// Size limit in bytes: a job that fills it gets ENOSPC, the host's memory is not exhausted.
+    pub size_bytes: u64,
+    /// Also `noexec`.
+    pub noexec: bool,
 }
 
 /// Namespaces a job gets of its own (each `false` shares the host's).
@@ -47,6 +70,8 @@ pub struct Namespaces {
     pub uts: bool,
     /// Own cgroup namespace rooted at the job's cgroup: `/proc/self/cgroup` reveals nothing of the host.
     pub cgroup: bool,
+    /// Own mount namespace (private `/tmp`, `/dev/shm`; nothing propagates to the host).
+    pub mount: bool,
 }
 
 impl Namespaces {
@@ -60,6 +85,7 @@ impl Namespaces {
             (self.ipc, CloneFlags::CLONE_NEWIPC, "ipc"),
             (self.uts, CloneFlags::CLONE_NEWUTS, "uts"),
             (self.cgroup, CloneFlags::CLONE_NEWCGROUP, "cgroup"),
+            (self.mount, CloneFlags::CLONE_NEWNS, "mount"),
         ] {
             if on {
                 flags |= flag;

@@ -14,7 +14,7 @@ use stockade_protocol::{
 };
 use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits};
 use stockade_sandbox::{
-    helper, wire, Applied, HelperMessage, LaunchPlan, Namespaces, Rlimit, RlimitResource, Status,
+    helper, wire, Applied, HelperMessage, LaunchPlan, Mounts, Rlimit, RlimitResource, Status, Tmpfs,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -226,12 +226,8 @@ pub async fn run(
         rlimits: rlimits(&profile),
         cgroup_procs: cgroup.procs_files(),
         parent_pid: std::process::id() as i32,
-        namespaces: Namespaces {
-            net: profile.net_namespace,
-            ipc: profile.ipc_namespace,
-            uts: profile.uts_namespace,
-            cgroup: profile.cgroup_namespace,
-        },
+        namespaces: profile.namespaces,
+        mounts: private_mounts(&profile, &workspace),
     };
 
     let (cause, applied) = supervise(
@@ -320,6 +316,36 @@ fn enforcement(applied: Vec<Applied>, launcher: &Launcher, limits: &Limits) -> V
         detail: format!("whole cgroup killed at the end; {layout}"),
     });
     out
+}
+
+/// A private `/tmp` and `/dev/shm` (if the host has one) with the profile's sizes; a workspace
+/// below either is bound back onto its own path so the job still finds it there.
+fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
+    if !profile.namespaces.mount {
+        return Mounts::default();
+    }
+    let mut tmpfs = vec![Tmpfs {
+        target: "/tmp".into(),
+        size_bytes: profile.tmp_bytes,
+        noexec: false,
+    }];
+    if Path::new("/dev/shm").is_dir() {
+        tmpfs.push(Tmpfs {
+            target: "/dev/shm".into(),
+            size_bytes: profile.shm_bytes,
+            noexec: true,
+        });
+    }
+    let keep_visible = tmpfs
+        .iter()
+        .any(|t| workspace.starts_with(&t.target))
+        .then(|| workspace.to_path_buf())
+        .into_iter()
+        .collect();
+    Mounts {
+        tmpfs,
+        keep_visible,
+    }
 }
 
 fn rlimits(profile: &Profile) -> Vec<Rlimit> {

@@ -1,7 +1,8 @@
 //! Order and arguments of the confinement steps, against a recording double (no root needed).
 
 use super::*;
-use crate::plan::Namespaces;
+use crate::plan::{Mounts, Namespaces, Tmpfs};
+use nix::mount::MsFlags;
 
 #[derive(Default)]
 struct Recorder {
@@ -46,6 +47,32 @@ impl Sys for Recorder {
     }
     fn sethostname(&mut self, name: &str) -> Result<(), Errno> {
         self.hit(format!("sethostname({name})"))
+    }
+    fn mount(
+        &mut self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        let source = source.map(|s| s.display().to_string()).unwrap_or_default();
+        self.hit(format!(
+            "mount({source}, {}, {}, {flags:?}, {})",
+            target.display(),
+            fstype.unwrap_or(""),
+            data.unwrap_or("")
+        ))
+    }
+    fn open_dir_path(&mut self, path: &Path) -> Result<RawFd, Errno> {
+        self.hit(format!("open_dir_path({})", path.display()))
+            .map(|()| 9)
+    }
+    fn mkdir_all(&mut self, path: &Path) -> Result<(), Errno> {
+        self.hit(format!("mkdir_all({})", path.display()))
+    }
+    fn close(&mut self, fd: RawFd) {
+        self.calls.push(format!("close({fd})"));
     }
     fn setrlimit(&mut self, l: Rlimit) -> Result<(), Errno> {
         self.hit(format!(
@@ -124,6 +151,15 @@ fn plan() -> LaunchPlan {
             ipc: true,
             uts: true,
             cgroup: true,
+            mount: true,
+        },
+        mounts: Mounts {
+            tmpfs: vec![Tmpfs {
+                target: "/tmp".into(),
+                size_bytes: 1024,
+                noexec: false,
+            }],
+            keep_visible: vec!["/tmp/ws".into()],
         },
     }
 }
@@ -144,8 +180,15 @@ fn steps_run_in_the_documented_order() {
             "set_pdeathsig(SIGKILL)",
             "write_file(/cg/memory/j/cgroup.procs, 4242)",
             "write_file(/cg/unified/j/cgroup.procs, 4242)",
-            "unshare(CloneFlags(CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET))",
+            "unshare(CloneFlags(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET))",
             "sethostname(stockade)",
+            // private mounts: propagation off first, hold the workspace, cover /tmp, bind it back
+            "mount(, /, , MsFlags(MS_REC | MS_PRIVATE), )",
+            "open_dir_path(/tmp/ws)",
+            "mount(tmpfs, /tmp, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=1024,mode=1777)",
+            "mkdir_all(/tmp/ws)",
+            "mount(/proc/self/fd/9, /tmp/ws, , MsFlags(MS_BIND | MS_REC), )",
+            "close(9)",
             "setrlimit(RLIMIT_CORE, 0, 0)",
             "setrlimit(RLIMIT_NOFILE, 256, 256)",
             "drop_bounding_ambient_inheritable()",
@@ -158,7 +201,7 @@ fn steps_run_in_the_documented_order() {
             "set_no_new_privs()",
             "umask(22)",
             "chdir(/ws)",
-            "report(started, 12 mechanisms)",
+            "report(started, 14 mechanisms)",
             "execve(/usr/bin/sh)",
             "execve(/bin/sh)",
         ]
