@@ -93,7 +93,7 @@ pub fn ps(a: SocketArg) -> anyhow::Result<ExitCode> {
                             j.profile,
                             j.owner_uid,
                             j.running_ms / 1000,
-                            j.argv.join(" ")
+                            display_argv(&j.argv)
                         );
                     }
                     return Ok(ExitCode::SUCCESS);
@@ -134,4 +134,43 @@ pub fn cancel(a: CancelArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// A command line for one table row: an argument with white space, quotes, a backslash or a
+/// control character is shown quoted and escaped, so a job cannot forge rows or columns.
+fn display_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars().all(|c| {
+                    !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '\\' | '\'')
+                });
+            if plain {
+                a.clone()
+            } else {
+                format!("{a:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_argv;
+
+    #[test]
+    fn argv_cannot_forge_rows() {
+        let argv = ["sh", "-c", "sleep 5\nj-000000000000 agent 0 0s innocent"].map(String::from);
+        let shown = display_argv(&argv);
+        assert_eq!(
+            shown,
+            r#"sh -c "sleep 5\nj-000000000000 agent 0 0s innocent""#
+        );
+        assert!(!shown.contains('\n'));
+        assert_eq!(
+            display_argv(&["".into(), "a\u{1b}[2J".into()]),
+            r#""" "a\u{1b}[2J""#
+        );
+    }
 }

@@ -184,6 +184,10 @@ impl Shared {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn has_jobs(&self, connection: u64) -> bool {
+        self.jobs().values().any(|r| r.connection == connection)
+    }
+
     fn cancel_connection(&self, connection: u64) {
         for r in self.jobs().values().filter(|r| r.connection == connection) {
             let _ = r.cancel.send(true);
@@ -299,8 +303,13 @@ impl Handler {
                     _ = stopping.wait_for(|s| *s) => None,
                 };
                 let Some(next) = next else {
-                    let msg = "the daemon is shutting down".to_string();
-                    self.error(None, ErrorKind::Internal, msg).await;
+                    // Jobs of this connection are being canceled: their results follow, then the
+                    // connection closes. Only an idle connection is told why it is closed, so a
+                    // connection-level error never overtakes a job's result.
+                    if !self.shared.has_jobs(self.id) {
+                        let msg = "the daemon is shutting down".to_string();
+                        self.error(None, ErrorKind::Internal, msg).await;
+                    }
                     break;
                 };
                 match next {
