@@ -9,11 +9,13 @@
 pub mod cgroup;
 mod error;
 pub mod helper;
+pub mod landlock;
 mod plan;
 mod report;
+pub mod seccomp;
 mod sys;
 pub mod wire;
 
 pub use error::{SetupError, Step};
-pub use plan::{LaunchPlan, Namespaces, Rlimit, RlimitResource};
+pub use plan::{LaunchPlan, Mounts, Namespaces, Rlimit, RlimitResource, Tmpfs};
 pub use report::{Applied, HelperMessage, Status};
