@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
+use stockade_sandbox::seccomp::{CompiledSeccomp, SeccompPolicy};
 pub use stockade_sandbox::Namespaces;
 
 /// The default profiles shipped in the binary: (name, TOML text).
@@ -40,6 +42,89 @@ struct ProfileFile {
     env: EnvFile,
     #[serde(default)]
     namespaces: NamespacesFile,
+    #[serde(default)]
+    filesystem: FilesystemFile,
+    #[serde(default)]
+    network: NetworkFile,
+    #[serde(default)]
+    seccomp: SeccompPolicy,
+    #[serde(default)]
+    mechanisms: MechanismsFile,
+}
+
+/// Landlock filesystem rules. Every path not listed here (nor the workspace, nor the private
+/// `/tmp` and `/dev/shm`) is denied for every access right the kernel knows. A trailing `?`
+/// makes a path optional (skipped where the host lacks it, e.g. `/lib64` on arm64).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesystemFile {
+    #[serde(default = "default_read_exec")]
+    read_exec: Vec<String>,
+    #[serde(default = "default_read_only")]
+    read_only: Vec<String>,
+    #[serde(default = "default_read_write")]
+    read_write: Vec<String>,
+}
+
+impl Default for FilesystemFile {
+    fn default() -> Self {
+        FilesystemFile {
+            read_exec: default_read_exec(),
+            read_only: default_read_only(),
+            read_write: default_read_write(),
+        }
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn default_read_exec() -> Vec<String> {
+    strings(&[
+        "/usr", "/bin?", "/sbin?", "/lib?", "/lib64?", "/lib32?", "/etc",
+    ])
+}
+
+fn default_read_only() -> Vec<String> {
+    strings(&["/proc", "/dev/urandom", "/dev/random"])
+}
+
+fn default_read_write() -> Vec<String> {
+    strings(&["/dev/null", "/dev/zero", "/dev/full"])
+}
+
+/// Landlock TCP rules (the job's own network namespace already has no route anywhere).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    #[serde(default)]
+    tcp_connect: Vec<u16>,
+    #[serde(default)]
+    tcp_bind: Vec<u16>,
+}
+
+/// Whether each mechanism must be enforced.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MechanismsFile {
+    #[serde(default)]
+    landlock: Requirement,
+    #[serde(default)]
+    seccomp: Requirement,
+}
+
+/// How a profile wants a mechanism.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requirement {
+    /// Refuse the job if the kernel cannot enforce it fully.
+    #[default]
+    Required,
+    /// Enforce what the kernel can; report the rest.
+    BestEffort,
+    /// Do not apply it (shown in `explain` and in every enforcement report).
+    Off,
 }
 
 /// Namespaces a job gets of its own. Every one defaults to on: a profile must opt out.
@@ -151,6 +236,10 @@ pub struct Profile {
     pub tmp_bytes: u64,
     /// Size of the private `/dev/shm` (with the mount namespace), bytes.
     pub shm_bytes: u64,
+    /// Landlock rules without the per-job paths (workspace, private `/tmp`); `None`: off.
+    pub landlock: Option<LandlockPlan>,
+    /// Seccomp filters, compiled at load; `None`: off.
+    pub seccomp: Option<CompiledSeccomp>,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -572,6 +661,90 @@ pub fn parse_profile(
             );
         }
     }
+    let mut fs_rules = Vec::new();
+    for (key, list, access) in [
+        (
+            "filesystem.read_exec",
+            &file.filesystem.read_exec,
+            FsAccess::ReadExec,
+        ),
+        (
+            "filesystem.read_only",
+            &file.filesystem.read_only,
+            FsAccess::ReadOnly,
+        ),
+        (
+            "filesystem.read_write",
+            &file.filesystem.read_write,
+            FsAccess::ReadWrite,
+        ),
+    ] {
+        for entry in list {
+            let (path, optional) = match entry.strip_suffix('?') {
+                Some(p) => (Path::new(p), true),
+                None => (Path::new(entry.as_str()), false),
+            };
+            if !path.is_absolute()
+                || path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                problem(
+                    key,
+                    format!("{entry:?}"),
+                    "must be an absolute path without `..`",
+                    None,
+                );
+            } else if path.exists() {
+                fs_rules.push(FsRule {
+                    path: path.to_path_buf(),
+                    access,
+                });
+            } else if !optional {
+                problem(
+                    key,
+                    format!("{entry:?}"),
+                    "does not exist on this host",
+                    Some("append `?` to skip a path that some hosts lack"),
+                );
+            }
+        }
+    }
+    let landlock = match file.mechanisms.landlock {
+        Requirement::Off => None,
+        r => Some(LandlockPlan {
+            fs: fs_rules,
+            tcp_connect: file.network.tcp_connect.clone(),
+            tcp_bind: file.network.tcp_bind.clone(),
+            scope_signals: true,
+            scope_abstract_unix: true,
+            required: r == Requirement::Required,
+        }),
+    };
+    let seccomp = match file.mechanisms.seccomp {
+        Requirement::Off => None,
+        Requirement::BestEffort => {
+            problem(
+                "mechanisms.seccomp",
+                "\"best_effort\"".into(),
+                "seccomp is either installed or the job is refused",
+                Some("use \"required\" or \"off\""),
+            );
+            None
+        }
+        Requirement::Required => match stockade_sandbox::seccomp::compile(&file.seccomp) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problem(
+                    "seccomp",
+                    format!("{:?}", file.seccomp.mode),
+                    &e.to_string(),
+                    None,
+                );
+                None
+            }
+        },
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -597,6 +770,8 @@ pub fn parse_profile(
         },
         tmp_bytes: l.tmp_mib << 20,
         shm_bytes: l.shm_mib << 20,
+        landlock,
+        seccomp,
     })
 }
 

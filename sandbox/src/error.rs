@@ -34,6 +34,10 @@ pub enum Step {
     NoNewPrivs,
     /// `umask` and `chdir` into the workspace as the job's user.
     Workspace,
+    /// Landlock: filesystem, TCP and scope rules.
+    Landlock,
+    /// Installing the seccomp filters.
+    Seccomp,
     /// `execve` of the job's command.
     Exec,
 }
@@ -55,6 +59,8 @@ impl Step {
             Step::DropCaps => "drop-caps",
             Step::NoNewPrivs => "no-new-privs",
             Step::Workspace => "workspace",
+            Step::Landlock => "landlock",
+            Step::Seccomp => "seccomp",
             Step::Exec => "exec",
         }
     }

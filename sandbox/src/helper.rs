@@ -23,8 +23,10 @@ use nix::mount::MsFlags;
 use nix::sys::signal::Signal;
 
 use crate::error::{SetupError, Step};
+use crate::landlock::LandlockPlan;
 use crate::plan::{LaunchPlan, Rlimit, RlimitResource};
 use crate::report::{Applied, HelperMessage, Status};
+use crate::seccomp::CompiledSeccomp;
 use crate::{sys, wire};
 
 /// Hidden subcommand that turns `stockade` into the exec helper.
@@ -91,6 +93,10 @@ pub trait Sys {
     fn umask(&mut self, mask: u32);
     /// `chdir(path)`.
     fn chdir(&mut self, path: &Path) -> Result<(), Errno>;
+    /// Apply Landlock rules to this process; what was enforced.
+    fn landlock(&mut self, plan: &LandlockPlan) -> Result<Vec<Applied>, SetupError>;
+    /// Install seccomp filters (stacked, in order).
+    fn seccomp(&mut self, filters: &CompiledSeccomp) -> Result<(), SetupError>;
     /// Send a frame to the supervisor on the control socket.
     fn report(&mut self, msg: &HelperMessage) -> Result<(), Errno>;
     /// `execve(path, argv, envp)`; returns only on failure.
@@ -233,9 +239,28 @@ pub fn apply<S: Sys>(
     sys.chdir(&plan.cwd).map_err(|e| {
         SetupError::sys(Step::Workspace, format!("chdir({})", plan.cwd.display()), e)
     })?;
-    // 13. Tell the supervisor what is in force, then exec. Later steps (Landlock, seccomp) go
-    //     just before this, seccomp last.
-    let applied = applied(plan);
+    // 13. Landlock: from here on only the listed paths, ports and own-domain signals and abstract
+    //     sockets are reachable. After no_new_privs (the kernel requires it, or CAP_SYS_ADMIN which
+    //     we no longer have) and after chdir (the workspace is a listed path anyway).
+    let mut applied = applied(plan);
+    if let Some(ll) = &plan.landlock {
+        applied.extend(sys.landlock(ll)?);
+    }
+    // 14. seccomp last, so none of stockade's own setup needs to be allowed by the filter and as
+    //     little as possible runs under it.
+    if let Some(filters) = &plan.seccomp {
+        sys.seccomp(filters)?;
+        applied.push(Applied::enforced(
+            "seccomp",
+            format!(
+                "{} filters, {} instructions, hash {}",
+                filters.filters.len(),
+                filters.instruction_count(),
+                filters.hash
+            ),
+        ));
+    }
+    // 15. Tell the supervisor what is in force, then exec.
     sys.report(&HelperMessage::Started(applied))
         .map_err(|e| SetupError::sys(Step::Exec, "write(control socket)", e))?;
     Err(exec_first(sys, plan, &candidates, &argv, &envp))
@@ -611,6 +636,25 @@ impl Sys for LinuxSys {
     }
     fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
         nix::unistd::chdir(path)
+    }
+    fn landlock(&mut self, plan: &LandlockPlan) -> Result<Vec<Applied>, SetupError> {
+        match crate::landlock::apply(plan) {
+            Ok(report) => Ok(report.applied()),
+            Err(e) => Err(SetupError {
+                step: Step::Landlock,
+                syscall: "landlock_create_ruleset/add_rule/restrict_self".into(),
+                errno: e.errno(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    fn seccomp(&mut self, filters: &CompiledSeccomp) -> Result<(), SetupError> {
+        crate::seccomp::install(filters).map_err(|e| SetupError {
+            step: Step::Seccomp,
+            syscall: "seccomp(SECCOMP_SET_MODE_FILTER)".into(),
+            errno: e.errno().map_or(0, |e| e as i32),
+            message: e.to_string(),
+        })
     }
     fn report(&mut self, msg: &HelperMessage) -> Result<(), Errno> {
         let frame = wire::encode(msg).map_err(|_| Errno::EMSGSIZE)?;

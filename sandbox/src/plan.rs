@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::landlock::LandlockPlan;
+use crate::seccomp::CompiledSeccomp;
+
 /// A fully resolved description of one job launch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchPlan {
@@ -36,6 +39,10 @@ pub struct LaunchPlan {
     pub namespaces: Namespaces,
     /// Private mounts (only with `namespaces.mount`).
     pub mounts: Mounts,
+    /// Landlock rules, applied after `no_new_privs`; `None`: not requested.
+    pub landlock: Option<LandlockPlan>,
+    /// Compiled seccomp filters, installed last before `execve`; `None`: not requested.
+    pub seccomp: Option<CompiledSeccomp>,
 }
 
 /// The job's private mounts, in its own mount namespace.

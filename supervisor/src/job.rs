@@ -13,6 +13,7 @@ use stockade_protocol::{
     Cause, Enforcement, JobRequest, Mechanism, ResultRecord, Stream, RESULT_VERSION,
 };
 use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits};
+use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::{
     helper, wire, Applied, HelperMessage, LaunchPlan, Mounts, Rlimit, RlimitResource, Status, Tmpfs,
 };
@@ -214,6 +215,8 @@ pub async fn run(
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), workspace.display().to_string()));
     }
+    let mounts = private_mounts(&profile, &workspace);
+    let landlock = landlock_rules(&profile, &workspace, &mounts);
     let plan = LaunchPlan {
         job_id: job_id.clone(),
         argv: req.argv.clone(),
@@ -227,7 +230,9 @@ pub async fn run(
         cgroup_procs: cgroup.procs_files(),
         parent_pid: std::process::id() as i32,
         namespaces: profile.namespaces,
-        mounts: private_mounts(&profile, &workspace),
+        mounts,
+        landlock,
+        seccomp: profile.seccomp.clone(),
     };
 
     let (cause, applied) = supervise(
@@ -346,6 +351,19 @@ fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
         tmpfs,
         keep_visible,
     }
+}
+
+/// The profile's Landlock rules plus this job's own: its workspace and its private tmpfs mounts,
+/// read-write. (The host's `/tmp` is never listed: without a private one, the job has no `/tmp`.)
+fn landlock_rules(profile: &Profile, workspace: &Path, mounts: &Mounts) -> Option<LandlockPlan> {
+    let mut plan = profile.landlock.clone()?;
+    let rw = |path: &Path| FsRule {
+        path: path.to_path_buf(),
+        access: FsAccess::ReadWrite,
+    };
+    plan.fs.push(rw(workspace));
+    plan.fs.extend(mounts.tmpfs.iter().map(|t| rw(&t.target)));
+    Some(plan)
 }
 
 fn rlimits(profile: &Profile) -> Vec<Rlimit> {

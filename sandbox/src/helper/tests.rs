@@ -1,7 +1,9 @@
 //! Order and arguments of the confinement steps, against a recording double (no root needed).
 
 use super::*;
+use crate::landlock::{FsAccess, FsRule, LandlockPlan};
 use crate::plan::{Mounts, Namespaces, Tmpfs};
+use crate::seccomp::CompiledSeccomp;
 use nix::mount::MsFlags;
 
 #[derive(Default)]
@@ -108,6 +110,15 @@ impl Sys for Recorder {
     fn chdir(&mut self, path: &Path) -> Result<(), Errno> {
         self.hit(format!("chdir({})", path.display()))
     }
+    fn landlock(&mut self, plan: &LandlockPlan) -> Result<Vec<Applied>, SetupError> {
+        self.hit(format!("landlock({} fs rules)", plan.fs.len()))
+            .map_err(|e| SetupError::sys(Step::Landlock, "landlock", e))?;
+        Ok(vec![Applied::enforced("landlock.fs", "test")])
+    }
+    fn seccomp(&mut self, filters: &CompiledSeccomp) -> Result<(), SetupError> {
+        self.hit(format!("seccomp({} filters)", filters.filters.len()))
+            .map_err(|e| SetupError::sys(Step::Seccomp, "seccomp", e))
+    }
     fn report(&mut self, msg: &HelperMessage) -> Result<(), Errno> {
         let what = match msg {
             HelperMessage::Started(applied) => format!("started, {} mechanisms", applied.len()),
@@ -161,6 +172,18 @@ fn plan() -> LaunchPlan {
             }],
             keep_visible: vec!["/tmp/ws".into()],
         },
+        landlock: Some(LandlockPlan {
+            fs: vec![FsRule {
+                path: "/ws".into(),
+                access: FsAccess::ReadWrite,
+            }],
+            tcp_connect: vec![],
+            tcp_bind: vec![],
+            scope_signals: true,
+            scope_abstract_unix: true,
+            required: true,
+        }),
+        seccomp: Some(crate::seccomp::compile(&Default::default()).unwrap()),
     }
 }
 
@@ -201,7 +224,10 @@ fn steps_run_in_the_documented_order() {
             "set_no_new_privs()",
             "umask(22)",
             "chdir(/ws)",
-            "report(started, 14 mechanisms)",
+            // Landlock after no_new_privs and chdir; seccomp last before the report and execve
+            "landlock(1 fs rules)",
+            "seccomp(3 filters)",
+            "report(started, 16 mechanisms)",
             "execve(/usr/bin/sh)",
             "execve(/bin/sh)",
         ]
