@@ -23,6 +23,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/stockade";
   stockade run --profile build --workspace /srv/ws/42 --timeout 600 -- make test
   stockade ps
   stockade cancel j-3f9a0c1d2e4b
+  sudo stockade doctor
 
 Exit status of run/exec: the job's own; 128+N if a signal N killed it; 124 on a deadline;
 137 on an OOM kill; 143 when canceled; 125 when stockade refused the job or could not set it up."
@@ -54,6 +55,23 @@ pub enum Command {
     /// Cancel one of your running jobs: SIGTERM, a grace period, then SIGKILL of its whole tree
     #[command(after_help = "Example:\n  stockade cancel j-3f9a0c1d2e4b")]
     Cancel(CancelArgs),
+    /// Show what this host can enforce, and launch a test job under each profile (as root)
+    #[command(
+        after_help = "Examples:\n  sudo stockade doctor\n  sudo stockade doctor --profiles /etc/stockade/profiles --json\n\nExit status: 0 if every profile ran a test job here, 1 otherwise."
+    )]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Profile directory (*.toml); replaces the embedded defaults
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +179,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => crate::client_cmd::run(a),
         Command::Ps(a) => crate::client_cmd::ps(a),
         Command::Cancel(a) => crate::client_cmd::cancel(a),
+        Command::Doctor(a) => crate::doctor::main(a),
     };
     match result {
         Ok(code) => code,

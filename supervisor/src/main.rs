@@ -8,6 +8,7 @@ mod cli;
 mod client_cmd;
 mod config;
 mod daemon;
+mod doctor;
 mod exec_cmd;
 mod job;
 mod reaper;
