@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind as IoKind;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +14,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use stockade_profiles::ProfileSet;
 use stockade_protocol::{
-    write_frame, ClientMessage, ErrorKind, FrameError, FrameReader, JobId, JobRequest, JobSummary,
-    RequestId, ServerMessage, PROTOCOL_VERSION,
+    write_frame, ClientMessage, ErrorKind, FrameReader, JobId, JobRequest, JobSummary, RequestId,
+    ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -67,7 +67,7 @@ pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Create the state directory (root-only) and its world-traversable `workspaces/`.
-fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -84,7 +84,7 @@ fn prepare_state_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("chmod 0711 {}", dir.display()))?;
     std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("chmod 0711 {}", ws.display()))?;
-    Ok(ws)
+    Ok(())
 }
 
 /// Bind the socket: refuse a path a live daemon answers on or that is not a socket; replace a
@@ -357,7 +357,7 @@ impl Handler {
             }
             Ok(None) => false,
             Err(e) => {
-                self.error(None, ErrorKind::BadFrame, bad_frame(&e)).await;
+                self.error(None, ErrorKind::BadFrame, e.to_string()).await;
                 false
             }
         }
@@ -476,8 +476,4 @@ impl Handler {
             drop(alive);
         });
     }
-}
-
-fn bad_frame(e: &FrameError) -> String {
-    e.to_string()
 }

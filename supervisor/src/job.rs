@@ -50,17 +50,13 @@ pub struct Output {
 /// What the caller holds to cancel a running job.
 pub type CancelSender = watch::Sender<bool>;
 
-/// Why a job did not start: (step, syscall, errno, message) of a `setup_failed` cause.
-struct Failed(Cause);
-
-impl Failed {
-    fn setup(step: &str, syscall: impl Into<String>, err: &std::io::Error) -> Failed {
-        Failed(Cause::SetupFailed {
-            step: step.into(),
-            syscall: syscall.into(),
-            errno: err.raw_os_error().unwrap_or(0),
-            message: err.to_string(),
-        })
+/// The `setup_failed` cause for an I/O error of the supervisor's own setup work.
+fn setup_failed(step: &str, syscall: impl Into<String>, err: &std::io::Error) -> Cause {
+    Cause::SetupFailed {
+        step: step.into(),
+        syscall: syscall.into(),
+        errno: err.raw_os_error().unwrap_or(0),
+        message: err.to_string(),
     }
 }
 
@@ -175,15 +171,7 @@ pub async fn run(
         Some(ws) => PathBuf::from(ws),
         None => match fresh_workspace(&launcher.scratch_root, &job_id, &profile) {
             Ok(ws) => ws,
-            Err(f) => {
-                return record(
-                    &job_id,
-                    &profile.name,
-                    f.0,
-                    started.elapsed(),
-                    Ran::default(),
-                )
-            }
+            Err(f) => return record(&job_id, &profile.name, f, started.elapsed(), Ran::default()),
         },
     };
 
@@ -385,14 +373,14 @@ fn rlimits(profile: &Profile) -> Vec<Rlimit> {
     out
 }
 
-fn fresh_workspace(root: &Path, job_id: &str, profile: &Profile) -> Result<PathBuf, Failed> {
+fn fresh_workspace(root: &Path, job_id: &str, profile: &Profile) -> Result<PathBuf, Cause> {
     use std::os::unix::fs::DirBuilderExt;
     let path = root.join(format!("stockade-ws-{job_id}"));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&path)
         .map_err(|e| {
-            Failed::setup(
+            setup_failed(
                 "prepare-workspace",
                 format!("mkdir({})", path.display()),
                 &e,
@@ -401,7 +389,7 @@ fn fresh_workspace(root: &Path, job_id: &str, profile: &Profile) -> Result<PathB
     // We created this directory a moment ago, so handing it to the job's uid is ours to do.
     if let Err(e) = std::os::unix::fs::chown(&path, Some(profile.uid), Some(profile.gid)) {
         let _ = std::fs::remove_dir(&path);
-        return Err(Failed::setup(
+        return Err(setup_failed(
             "prepare-workspace",
             format!(
                 "chown({}, {}, {})",
@@ -446,7 +434,7 @@ async fn supervise(
 ) -> (Cause, Vec<Applied>) {
     let (cmd, ctrl) = match helper::helper_command(&launcher.helper_exe) {
         Ok(x) => x,
-        Err(e) => return (Failed::setup("spawn-helper", "socketpair()", &e).0, vec![]),
+        Err(e) => return (setup_failed("spawn-helper", "socketpair()", &e), vec![]),
     };
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.stdout(Stdio::piped())
@@ -461,7 +449,7 @@ async fn supervise(
         Err(e) => {
             let exe = launcher.helper_exe.display();
             return (
-                Failed::setup("spawn-helper", format!("spawn({exe})"), &e).0,
+                setup_failed("spawn-helper", format!("spawn({exe})"), &e),
                 vec![],
             );
         }
@@ -498,7 +486,7 @@ async fn supervise(
     };
     let started = match setup_outcome {
         Some(Ok(reply)) => helper_reply(&reply),
-        Some(Err(e)) => Err(Failed::setup("read-plan", "write/read control socket", &e).0),
+        Some(Err(e)) => Err(setup_failed("read-plan", "write/read control socket", &e)),
         None if *cancel.borrow() => Err(Cause::Canceled),
         None => Err(Cause::WallTimeout),
     };
