@@ -376,6 +376,40 @@ allow = ["TERM"]
     )
 }
 
+/// The shipped `agent` profile (profiles/defaults/agent.toml of this repository) with only
+/// `identity.uid` and `identity.gid` changed to `uid`: what operators get, under a test's own ids.
+pub fn agent_profile_toml(uid: u32) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/defaults/agent.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut section = String::new();
+    let mut replaced = Vec::new();
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let t = line.trim_start();
+            if t.starts_with('[') {
+                section = t.to_string();
+            }
+            let key = t.split('=').next().unwrap_or("").trim();
+            if section == "[identity]" && (key == "uid" || key == "gid") && t.contains('=') {
+                replaced.push(key.to_string());
+                format!("{key} = {uid}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    replaced.sort();
+    assert_eq!(
+        replaced,
+        ["gid", "uid"],
+        "{}: expected one identity.uid and one identity.gid line",
+        path.display()
+    );
+    out.join("\n") + "\n"
+}
+
 pub fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", p.display()));
@@ -654,8 +688,17 @@ impl Daemon {
     /// As [`Daemon::start`], with extra environment for the daemon process.
     pub fn start_with(env: &TestEnv, vars: &[(&str, &str)]) -> Daemon {
         let n = env.state_dirs.borrow().len();
-        let socket = env.dir.path().join(format!("d{n}.sock"));
-        let state_dir = env.dir.path().join(format!("state{n}"));
+        Self::start_in(env, &env.dir.path().join(format!("state{n}")), vars)
+    }
+
+    /// As [`Daemon::start_with`], with `--state-dir state_dir` (it need not exist yet) and the
+    /// socket next to it (`<state_dir>.sock`). Jobs of a daemon whose state directory and socket
+    /// are under the host's `/tmp` cannot see them at all (private `/tmp`); elsewhere they are
+    /// visible, as in production, and only Landlock and DAC keep jobs out.
+    pub fn start_in(env: &TestEnv, state_dir: &Path, vars: &[(&str, &str)]) -> Daemon {
+        let n = env.state_dirs.borrow().len();
+        let state_dir = state_dir.to_path_buf();
+        let socket = state_dir.with_extension("sock");
         let log = env.dir.path().join(format!("daemon{n}.log"));
         let logfile = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(STOCKADE);
