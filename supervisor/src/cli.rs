@@ -37,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the supervisor daemon on a Unix socket (as root)
     #[command(
-        after_help = "Example:\n  sudo stockade serve --socket /run/stockade/stockade.sock --state-dir /var/lib/stockade"
+        after_help = "Example:\n  sudo stockade serve --socket /run/stockade/stockade.sock --state-dir /var/lib/stockade --workspace-root /srv/ws"
     )]
     Serve(ServeArgs),
     /// Run one job through a running daemon
@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// State directory (fresh workspaces live here)
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// A directory below which clients may name workspaces (repeatable); without one, clients
+    /// get only fresh workspaces
+    #[arg(long = "workspace-root", value_name = "DIR")]
+    pub workspace_roots: Vec<PathBuf>,
     #[command(flatten)]
     pub host: HostArgs,
 }

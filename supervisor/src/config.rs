@@ -31,6 +31,7 @@ pub fn launcher(host: &HostArgs, scratch_root: PathBuf) -> anyhow::Result<Launch
         helper_exe: PathBuf::from("/proc/self/exe"),
         cgroups,
         scratch_root,
+        workspace_roots: None,
     })
 }
 

@@ -34,7 +34,9 @@ pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // Checks without side effects first, then the socket (refuses a live daemon's), then the
     // state directory: a refused start leaves nothing behind.
     let profiles = config::load_profiles(a.profiles.as_deref())?;
-    let launcher = config::launcher(&a.host, a.state_dir.join("workspaces"))?;
+    let mut launcher = config::launcher(&a.host, a.state_dir.join("workspaces"))?;
+    let roots = job::workspace_roots(&a.workspace_roots).map_err(anyhow::Error::msg)?;
+    launcher.workspace_roots = Some(roots);
     let listener = bind(&a.socket)?;
     if let Err(e) = prepare_state_dir(&a.state_dir) {
         let _ = std::fs::remove_file(&a.socket);

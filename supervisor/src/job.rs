@@ -36,6 +36,9 @@ pub struct Launcher {
     pub cgroups: CgroupManager,
     /// Where fresh workspaces are created when a request names none.
     pub scratch_root: PathBuf,
+    /// Directories below which a request may name its workspace; `None`: anywhere (`exec`, the
+    /// operator's own command line).
+    pub workspace_roots: Option<Vec<PathBuf>>,
 }
 
 /// A chunk of output from a running job.
@@ -121,7 +124,8 @@ struct Ran {
 pub fn check_request(
     profiles: &ProfileSet,
     req: &JobRequest,
-) -> Result<(Profile, stockade_profiles::Resolved), String> {
+    roots: Option<&[PathBuf]>,
+) -> Result<(Profile, stockade_profiles::Resolved, Option<PathBuf>), String> {
     let profile = profiles
         .get(&req.profile)
         .ok_or_else(|| profiles.unknown(&req.profile).0)?;
@@ -134,18 +138,74 @@ pub fn check_request(
             env: req.env.clone(),
         })
         .map_err(|r| r.0)?;
-    if let Some(ws) = &req.workspace {
-        let path = Path::new(ws);
-        if !path.is_absolute() {
-            return Err(format!("workspace {ws} is not an absolute path"));
-        }
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("workspace {ws} is not a directory")),
-            Err(e) => return Err(format!("workspace {ws}: {e}")),
-        }
+    let workspace = match &req.workspace {
+        None => None,
+        Some(ws) => Some(check_workspace(ws, roots)?),
+    };
+    Ok((profile.clone(), resolved, workspace))
+}
+
+/// A requested workspace: an existing directory, and (for clients of the daemon) strictly below
+/// one of the operator's workspace roots once every symlink is resolved. The job gets read-write
+/// Landlock access to it, so this is what keeps a request from widening its profile.
+fn check_workspace(ws: &str, roots: Option<&[PathBuf]>) -> Result<PathBuf, String> {
+    let path = Path::new(ws);
+    if !path.is_absolute() {
+        return Err(format!("workspace {ws} is not an absolute path"));
     }
-    Ok((profile.clone(), resolved))
+    let real = std::fs::canonicalize(path).map_err(|e| format!("workspace {ws}: {e}"))?;
+    match std::fs::metadata(&real) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("workspace {ws} is not a directory")),
+        Err(e) => return Err(format!("workspace {ws}: {e}")),
+    }
+    let Some(roots) = roots else {
+        return Ok(real);
+    };
+    if roots.iter().any(|r| real.starts_with(r) && real != *r) {
+        return Ok(real);
+    }
+    let shown = if real == path {
+        String::new()
+    } else {
+        format!(" (resolves to {})", real.display())
+    };
+    Err(if roots.is_empty() {
+        format!(
+            "workspace {ws}{shown} refused: this daemon has no --workspace-root, so clients may \
+             not choose workspaces (omit --workspace for a fresh one)"
+        )
+    } else {
+        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        format!(
+            "workspace {ws}{shown} is not below a workspace root of this daemon ({})",
+            roots.join(", ")
+        )
+    })
+}
+
+/// Validate the daemon's `--workspace-root` directories: existing, absolute, resolved, not `/`.
+pub fn workspace_roots(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    dirs.iter()
+        .map(|d| {
+            let real = std::fs::canonicalize(d)
+                .map_err(|e| format!("--workspace-root {}: {e}", d.display()))?;
+            if !real.is_dir() {
+                return Err(format!(
+                    "--workspace-root {} is not a directory",
+                    d.display()
+                ));
+            }
+            if real == Path::new("/") {
+                return Err(format!(
+                    "--workspace-root {} would let clients give jobs read-write access to the \
+                     whole file system",
+                    d.display()
+                ));
+            }
+            Ok(real)
+        })
+        .collect()
 }
 
 /// Run one job to its end and return its result record. Output chunks go to `output` (if the
@@ -158,7 +218,8 @@ pub async fn run(
     output: mpsc::Sender<Output>,
     mut cancel: watch::Receiver<bool>,
 ) -> ResultRecord {
-    let (profile, resolved) = match check_request(profiles, &req) {
+    let roots = launcher.workspace_roots.as_deref();
+    let (profile, resolved, requested) = match check_request(profiles, &req, roots) {
         Ok(x) => x,
         Err(reason) => return rejected(&job_id, &req.profile, reason),
     };
@@ -166,9 +227,9 @@ pub async fn run(
     let deadline = tokio::time::Instant::from_std(started + resolved.wall_timeout);
 
     // Workspace: the request's, or a fresh one we create, own, and remove afterwards.
-    let fresh = req.workspace.is_none();
-    let workspace = match &req.workspace {
-        Some(ws) => PathBuf::from(ws),
+    let fresh = requested.is_none();
+    let workspace = match requested {
+        Some(ws) => ws,
         None => match fresh_workspace(&launcher.scratch_root, &job_id, &profile) {
             Ok(ws) => ws,
             Err(f) => return record(&job_id, &profile.name, f, started.elapsed(), Ran::default()),
@@ -661,5 +722,63 @@ async fn drain(readers: [tokio::task::JoinHandle<u64>; 2]) {
         if tokio::time::timeout(DRAIN_WAIT, r).await.is_err() {
             tracing::warn!("output pipe still open {DRAIN_WAIT:?} after the job ended");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_workspace, workspace_roots};
+
+    #[test]
+    fn a_workspace_must_resolve_strictly_below_a_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let inside = root.join("ws");
+        let outside = tmp.path().join("elsewhere");
+        for d in [&inside, &outside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let roots = workspace_roots(std::slice::from_ref(&root)).unwrap();
+        let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap();
+
+        assert_eq!(
+            check_workspace(inside.to_str().unwrap(), Some(&roots)).unwrap(),
+            real(&inside)
+        );
+        // The root itself, a symlink out of it, `..` out of it, and anything elsewhere: refused.
+        for ws in [
+            root.clone(),
+            root.join("link"),
+            root.join("ws/../../elsewhere"),
+            outside.clone(),
+            "/".into(),
+        ] {
+            let err = check_workspace(ws.to_str().unwrap(), Some(&roots)).unwrap_err();
+            assert!(
+                err.contains("is not below a workspace root"),
+                "{ws:?}: {err}"
+            );
+        }
+        let none = check_workspace(inside.to_str().unwrap(), Some(&[])).unwrap_err();
+        assert!(
+            none.contains("this daemon has no --workspace-root"),
+            "{none}"
+        );
+        // `exec` (no roots): any existing directory, resolved.
+        assert_eq!(
+            check_workspace(root.join("link").to_str().unwrap(), None).unwrap(),
+            real(&outside)
+        );
+        assert!(check_workspace("relative", None)
+            .unwrap_err()
+            .contains("not an absolute path"));
+    }
+
+    #[test]
+    fn the_file_system_root_is_not_a_workspace_root() {
+        let err = workspace_roots(&["/".into()]).unwrap_err();
+        assert!(err.contains("whole file system"), "{err}");
+        assert!(workspace_roots(&["/nonexistent-xyz".into()]).is_err());
     }
 }

@@ -711,6 +711,11 @@ impl Daemon {
             .arg(&env.profiles)
             .arg("--cgroup-parent")
             .arg(&env.cgroup_parent)
+            // Clients of a test daemon may use workspaces in the test's own directories.
+            .arg("--workspace-root")
+            .arg(env.dir.path())
+            .arg("--workspace-root")
+            .arg(state_dir.parent().expect("state dir has a parent"))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(logfile.try_clone().unwrap()))
