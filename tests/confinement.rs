@@ -605,6 +605,12 @@ impl Results {
     }
 
     #[track_caller]
+    /// True if `name` failed with one of the errnos that mean "contained": not in the job's root
+    /// (ENOENT: the minimal root has no such path), or refused (EACCES: Landlock or DAC).
+    fn denied(&self, name: &str) -> bool {
+        matches!(self.get(name), "ENOENT" | "EACCES")
+    }
+
     fn get(&self, name: &str) -> &str {
         self.map
             .get(name)
@@ -701,8 +707,8 @@ fn host_secrets_and_the_state_dir_are_unreadable() {
     // so here it is DAC); the others are DAC-readable, Landlock says no.
     Results::of(&out, "job").expect(&[
         ("shadow", "EACCES"),
-        ("state_token", "EACCES"),
-        ("host_secret", "EACCES"),
+        ("state_token", "ENOENT"),
+        ("host_secret", "ENOENT"),
     ]);
 
     // CONTROL: as the same uid without stockade, DAC lets it read both files.
@@ -772,14 +778,14 @@ fn writes_outside_the_workspace_fail() {
         )
     };
     let out = a.job(&ws, &script(&vartmp_job, true));
-    // var_tmp, world_writable: DAC allows, Landlock denies. etc: both deny. host_tmp, host_shm:
-    // not there at all, the job's /tmp and /dev/shm are private tmpfs mounts (and the host
-    // file's directory does not exist in the job's /tmp, so it cannot be created either). The
-    // job's own places work.
+    // var_tmp, world_writable: DAC would allow, but they are not in the job's root at all
+    // (ENOENT). etc: a read-only bind (EROFS; Landlock would refuse too). host_tmp, host_shm:
+    // the job's /tmp and /dev/shm are private tmpfs mounts (and the host file's directory does
+    // not exist in the job's /tmp, so it cannot be created either). The job's own places work.
     Results::of(&out, "job").expect(&[
-        ("var_tmp", "EACCES"),
-        ("etc", "EACCES"),
-        ("world_writable", "EACCES"),
+        ("var_tmp", "ENOENT"),
+        ("etc", "EROFS"),
+        ("world_writable", "ENOENT"),
         ("host_tmp", "ENOENT"),
         ("host_shm", "ENOENT"),
         ("host_tmp_write", "ENOENT"),
@@ -862,19 +868,18 @@ fn links_and_renames_do_not_leave_the_workspace() {
         "the job read a secret through a link\n{}",
         out.brief()
     );
-    // hardlink_passwd: EPERM from fs.protected_hardlinks (the job neither owns /etc/passwd nor may
-    // write it), checked before Landlock. hardlink_owned: EXDEV, Landlock's `refer` rule (a link
-    // may not give a file more rights than it has where it is). Renames out: EACCES, the
-    // destination directories have no `make_reg` right for the job (same mount: not a VFS EXDEV).
+    // The job's root holds only the profile's paths and its workspace: every planted link that
+    // points elsewhere dangles (ENOENT), and so do the targets of hardlinks and renames out.
+    // hardlink_passwd: EXDEV, /etc is a separate (read-only) bind mount from the workspace.
     Results::of(&out, "job").expect(&[
-        ("symlink_file", "EACCES"),
-        ("symlink_dir", "EACCES"),
-        ("symlink_dir_file", "EACCES"),
-        ("own_symlink", "EACCES"),
-        ("hardlink_passwd", "EPERM"),
-        ("hardlink_owned", "EXDEV"),
-        ("rename_out", "EACCES"),
-        ("rename_var_tmp", "EACCES"),
+        ("symlink_file", "ENOENT"),
+        ("symlink_dir", "ENOENT"),
+        ("symlink_dir_file", "ENOENT"),
+        ("own_symlink", "ENOENT"),
+        ("hardlink_passwd", "EXDEV"),
+        ("hardlink_owned", "ENOENT"),
+        ("rename_out", "ENOENT"),
+        ("rename_var_tmp", "ENOENT"),
     ]);
     assert!(mine.exists(), "the workspace file must still be there");
     assert!(!drop_dir.join("mine").exists() && !vartmp.exists());
@@ -979,7 +984,7 @@ fn the_supervisor_and_init_are_out_of_reach() {
         ("daemon_pidfd_signal", "EPERM"),
         ("daemon_pidfd_getfd", "EPERM"),
         ("daemon_ptrace", "EPERM"),
-        ("daemon_socket", "EACCES"),
+        ("daemon_socket", "ENOENT"),
         ("secret_seen", "0"),
     ]);
     assert!(d.is_running(), "the daemon died:\n{}", d.log_text());
@@ -1080,8 +1085,8 @@ fn jobs_of_the_same_uid_cannot_reach_each_other() {
         ("fd1", "EACCES"),
         ("pidfd_getfd", "EPERM"),
         ("ptrace", "EPERM"),
-        ("workspace_file", "EACCES"),
-        ("workspace_write", "EACCES"),
+        ("workspace_file", "ENOENT"),
+        ("workspace_write", "ENOENT"),
     ]);
     assert!(!out.stdout.contains("data-of-a"));
     let info = proc_info(pid_a).expect("job A must have survived B");
@@ -1235,9 +1240,9 @@ fn a_named_unix_socket_outside_the_workspace_is_unreachable() {
     );
 
     let r = Results::of(&out, "job");
-    r.expect(&[("list_dir", "EACCES")]);
+    r.expect(&[("list_dir", "ENOENT")]);
     assert!(
-        r.get("named_unix") == "EACCES" && from_job.is_none(),
+        r.denied("named_unix") && from_job.is_none(),
         "ESCAPE: a job connected to a host unix socket outside its allowed paths \
          (connect: {}, the host service received: {from_job:?}). Landlock on this kernel \
          (ABI < 9, no LANDLOCK_ACCESS_FS_RESOLVE_UNIX) does not mediate connect(2) to pathname \
@@ -1473,14 +1478,13 @@ fn there_is_no_terminal_to_inject_into() {
                   echo RESULT session_leader $([ $(cut -d' ' -f6 /proc/$$/stat) = $$ ] && echo yes || echo no)\n";
     let out = a.job(&ws, script);
     // fds 0-2 (/dev/null and pipes): the seccomp argument filter answers EPERM before the tty
-    // layer could say ENOTTY. /dev/tty: Landlock denies opening it (not among the allowed
-    // devices) -> EACCES; without Landlock it would be ENXIO (no controlling terminal, see the
-    // control).
+    // layer could say ENOTTY. /dev/tty: not among the devices in the job's root -> ENOENT;
+    // without stockade it would be ENXIO (no controlling terminal, see the control).
     Results::of(&out, "job").expect(&[
         ("sti_0", "EPERM"),
         ("sti_1", "EPERM"),
         ("sti_2", "EPERM"),
-        ("sti_dev_tty", "EACCES"),
+        ("sti_dev_tty", "ENOENT"),
         ("tioclinux", "EPERM"),
         ("tty_nr", "0"),
         ("session_leader", "yes"),
@@ -1603,11 +1607,11 @@ fn kernel_tunables_cgroups_and_limits_are_out_of_reach() {
     // job's own group; the hostname is the job's own.
     Results::of(&out, "job").expect(&[
         ("core_pattern", "EACCES"),
-        ("oom_score_adj", "EACCES"),
-        ("comm", "EACCES"),
-        ("cgroup_read", "EACCES"),
-        ("cgroup_procs", "EACCES"),
-        ("sys_read", "EACCES"),
+        ("oom_score_adj", "EROFS"),
+        ("comm", "EROFS"),
+        ("cgroup_read", "ENOENT"),
+        ("cgroup_procs", "ENOENT"),
+        ("sys_read", "ENOENT"),
         ("core_limit", "OK 0/0"),
         ("core_raise", "EPERM"),
         ("fsize_raise", "EPERM"),
@@ -1641,7 +1645,8 @@ fn a_denied_directory_cannot_be_watched() {
     }
     let a = Arena::new("confine-inotify", 61162);
     let ws = a.workspace("ws");
-    // A directory the job may not list (Landlock: no read_dir), but DAC-readable.
+    // A directory outside the job's paths (not in its root; Landlock would refuse it too), but
+    // DAC-readable.
     let private = a.dir("private", 0o755);
     let script = format!(
         "./probe list opendir {dir}\n\
@@ -1666,10 +1671,10 @@ fn a_denied_directory_cannot_be_watched() {
     let out = job.finish();
     assert_ran(&out, "job");
     let r = Results::of(&out, "job");
-    r.expect(&[("list", "EACCES")]);
+    r.expect(&[("list", "ENOENT")]);
     assert!(
-        r.get("watch") == "EACCES" && !out.stdout.contains("payroll"),
-        "LEAK: a job may not list {dir} (Landlock read_dir) but can inotify-watch it and learn \
+        r.denied("watch") && !out.stdout.contains("payroll"),
+        "LEAK: a job may not list {dir} but can inotify-watch it and learn \
          the names of files created there (and when anything in it is opened or modified). \
          Landlock does not mediate inotify_add_watch; DAC allows it.\n{}",
         out.brief(),
@@ -1758,8 +1763,8 @@ fn jobs_cannot_connect_to_each_others_unix_sockets() {
     );
     let out_b = a.job(&ws_b, &script);
     let r = Results::of(&out_b, "job B");
-    r.expect(&[("read_a_dir", "EACCES")]);
-    let connected = r.get("connect_a") != "EACCES";
+    r.expect(&[("read_a_dir", "ENOENT")]);
+    let connected = !r.denied("connect_a");
     // Release A (as root, outside any job) unless B already did.
     if !connected {
         let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("release job A");
@@ -1806,7 +1811,7 @@ fn files_outside_the_workspace_keep_their_metadata() {
     );
     let out = a.job(&ws, &script);
     let r = Results::of(&out, "job");
-    r.expect(&[("read_notes", "EACCES")]);
+    r.expect(&[("read_notes", "ENOENT")]);
     let mode = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -1831,9 +1836,9 @@ fn files_outside_the_workspace_keep_their_metadata() {
     );
 
     assert!(
-        r.get("chmod_notes") == "EACCES"
-            && r.get("chmod_dir") == "EACCES"
-            && r.get("utime_notes") == "EACCES"
+        r.denied("chmod_notes")
+            && r.denied("chmod_dir")
+            && r.denied("utime_notes")
             && notes_mode == 0o600
             && dir_mode == 0o700,
         "ESCAPE (integrity): a job changed the metadata of files outside its allowed paths: \

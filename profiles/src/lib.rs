@@ -236,6 +236,8 @@ pub struct Profile {
     pub tmp_bytes: u64,
     /// Size of the private `/dev/shm` (with the mount namespace), bytes.
     pub shm_bytes: u64,
+    /// Host paths a job sees (its root is built from them) and, with Landlock, may access.
+    pub fs: Vec<FsRule>,
     /// Landlock rules without the per-job paths (workspace, private `/tmp`); `None`: off.
     pub landlock: Option<LandlockPlan>,
     /// Seccomp filters, compiled at load; `None`: off.
@@ -713,7 +715,7 @@ pub fn parse_profile(
     let landlock = match file.mechanisms.landlock {
         Requirement::Off => None,
         r => Some(LandlockPlan {
-            fs: fs_rules,
+            fs: fs_rules.clone(),
             tcp_connect: file.network.tcp_connect.clone(),
             tcp_bind: file.network.tcp_bind.clone(),
             scope_signals: true,
@@ -770,6 +772,7 @@ pub fn parse_profile(
         },
         tmp_bytes: l.tmp_mib << 20,
         shm_bytes: l.shm_mib << 20,
+        fs: fs_rules,
         landlock,
         seccomp,
     })

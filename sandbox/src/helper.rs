@@ -69,8 +69,18 @@ pub trait Sys {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), Errno>;
-    /// Open a directory as `O_PATH | O_DIRECTORY | O_CLOEXEC`.
-    fn open_dir_path(&mut self, path: &Path) -> Result<RawFd, Errno>;
+    /// What `path` is, without following a final symlink.
+    fn lstat_kind(&mut self, path: &Path) -> Result<Kind, Errno>;
+    /// Open `path` as `O_PATH | O_NOFOLLOW | O_CLOEXEC`.
+    fn open_path(&mut self, path: &Path) -> Result<RawFd, Errno>;
+    /// Create an empty file (a mount point for a file bind).
+    fn create_file(&mut self, path: &Path) -> Result<(), Errno>;
+    /// `symlink(target, link)`.
+    fn symlink(&mut self, target: &Path, link: &Path) -> Result<(), Errno>;
+    /// `pivot_root(".", ".")`.
+    fn pivot_root_here(&mut self) -> Result<(), Errno>;
+    /// `umount2(path, MNT_DETACH)`.
+    fn umount_detach(&mut self, path: &Path) -> Result<(), Errno>;
     /// `mkdir -p path` (mode 0755).
     fn mkdir_all(&mut self, path: &Path) -> Result<(), Errno>;
     /// `close(fd)`.
@@ -170,11 +180,12 @@ pub fn apply<S: Sys>(
             )
         })?;
     }
-    // 5b. Private mounts, inside the new mount namespace: first make every mount private so
-    //     nothing propagates back to the host, then hold on to what a tmpfs would hide, cover
-    //     /tmp and /dev/shm, and bind the held directories back onto their own paths.
+    // 5b. The job's root, inside the new mount namespace: propagation off, then a fresh tmpfs
+    //     with only the profile's paths, the workspace, and a private /tmp and /dev/shm; pivot
+    //     into it. Whatever the host has elsewhere (other workspaces, service sockets, state
+    //     directories) does not exist for the job.
     if plan.namespaces.mount {
-        private_mounts(sys, plan)?;
+        minimal_root(sys, plan)?;
     }
     // 6. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
     //    are always off: no job memory lands on disk.
@@ -335,6 +346,14 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
         });
     }
     if ns.mount {
+        let writable = plan.mounts.binds.iter().filter(|b| b.writable).count();
+        applied.push(Applied::enforced(
+            "mount.root",
+            format!(
+                "own root: {} host paths ({writable} read-write), nothing else of the host",
+                plan.mounts.binds.len()
+            ),
+        ));
         for t in &plan.mounts.tmpfs {
             let noexec = if t.noexec { " noexec" } else { "" };
             let detail = format!(
@@ -348,44 +367,160 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
     applied
 }
 
-fn private_mounts<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
+/// Where the new root's tmpfs is mounted before `pivot_root`: only in the job's own mount
+/// namespace, after every bind source is held by a descriptor (a workspace under the host's
+/// `/tmp` stays reachable through it).
+const NEW_ROOT: &str = "/tmp";
+
+/// What a bind source is, as `lstat` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// Anything else that can be bind-mounted onto a file (regular file, device node, socket).
+    File,
+    /// A symlink, with its target (recreated as a symlink in the new root).
+    Symlink(PathBuf),
+}
+
+enum Entry<'a> {
+    Bind(&'a crate::plan::Bind, Held),
+    Tmpfs(&'a crate::plan::Tmpfs),
+}
+
+enum Held {
+    Fd(RawFd, bool),
+    Link(PathBuf),
+}
+
+impl Entry<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            Entry::Bind(b, _) => &b.path,
+            Entry::Tmpfs(t) => &t.target,
+        }
+    }
+}
+
+/// Build the job's root: a tmpfs with only the plan's binds and tmpfs mounts, then `pivot_root`
+/// into it and detach the old root. Parents are mounted before children, so a workspace below
+/// `/tmp` lands on the private `/tmp`, not under it.
+fn minimal_root<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError> {
     let fail = |call: String, e: Errno| SetupError::sys(Step::Mounts, call, e);
     let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
     sys.mount(None, Path::new("/"), None, private, None)
         .map_err(|e| fail("mount(/, MS_REC|MS_PRIVATE)".into(), e))?;
-    let mut held = Vec::new();
-    for dir in &plan.mounts.keep_visible {
-        let fd = sys
-            .open_dir_path(dir)
-            .map_err(|e| fail(format!("open({}, O_PATH|O_DIRECTORY)", dir.display()), e))?;
-        held.push((dir, fd));
+    // 1. Hold every bind source before anything covers it.
+    let mut entries = Vec::new();
+    for b in &plan.mounts.binds {
+        let kind = sys
+            .lstat_kind(&b.path)
+            .map_err(|e| fail(format!("lstat({})", b.path.display()), e))?;
+        let held = match kind {
+            Kind::Symlink(target) => Held::Link(target),
+            kind => {
+                let fd = sys
+                    .open_path(&b.path)
+                    .map_err(|e| fail(format!("open({}, O_PATH)", b.path.display()), e))?;
+                Held::Fd(fd, kind == Kind::Dir)
+            }
+        };
+        entries.push(Entry::Bind(b, held));
     }
-    for t in &plan.mounts.tmpfs {
-        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-        if t.noexec {
-            flags |= MsFlags::MS_NOEXEC;
+    entries.extend(plan.mounts.tmpfs.iter().map(Entry::Tmpfs));
+    entries.sort_by_key(|e| e.path().components().count());
+    let result = populate_root(sys, &entries);
+    for e in &entries {
+        if let Entry::Bind(_, Held::Fd(fd, _)) = e {
+            sys.close(*fd);
         }
-        let data = format!("size={},mode=1777", t.size_bytes);
-        let tmpfs = Some(Path::new("tmpfs"));
-        sys.mount(tmpfs, &t.target, Some("tmpfs"), flags, Some(&data))
-            .map_err(|e| fail(format!("mount(tmpfs, {}, {data})", t.target.display()), e))?;
     }
-    for (dir, fd) in held {
-        let source = PathBuf::from(format!("/proc/self/fd/{fd}"));
-        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
-        let result = sys
-            .mkdir_all(dir)
-            .map_err(|e| fail(format!("mkdir -p {}", dir.display()), e))
-            .and_then(|()| {
-                sys.mount(Some(&source), dir, None, bind, None)
+    result?;
+    // 4. Enter it. pivot_root(".", ".") stacks the old root on the new one; detaching "." then
+    //    drops the old root from this namespace for good.
+    let new_root = Path::new(NEW_ROOT);
+    sys.chdir(new_root)
+        .map_err(|e| fail(format!("chdir({NEW_ROOT})"), e))?;
+    sys.pivot_root_here()
+        .map_err(|e| fail("pivot_root(., .)".into(), e))?;
+    sys.umount_detach(Path::new("."))
+        .map_err(|e| fail("umount2(., MNT_DETACH)".into(), e))?;
+    sys.chdir(Path::new("/"))
+        .map_err(|e| fail("chdir(/)".into(), e))
+}
+
+fn populate_root<S: Sys>(sys: &mut S, entries: &[Entry<'_>]) -> Result<(), SetupError> {
+    let fail = |call: String, e: Errno| SetupError::sys(Step::Mounts, call, e);
+    // 2. The new root: a small tmpfs, root-owned 0755 (the job cannot create files at `/`).
+    let (nosuid, nodev) = (MsFlags::MS_NOSUID, MsFlags::MS_NODEV);
+    let root_opts = "size=1m,mode=0755";
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        Path::new(NEW_ROOT),
+        Some("tmpfs"),
+        nosuid | nodev,
+        Some(root_opts),
+    )
+    .map_err(|e| fail(format!("mount(tmpfs, {NEW_ROOT}, {root_opts})"), e))?;
+    // 3. Every entry at its own path below it, parents first.
+    for entry in entries {
+        let target =
+            Path::new(NEW_ROOT).join(entry.path().strip_prefix("/").unwrap_or(entry.path()));
+        if let Some(parent) = target.parent() {
+            sys.mkdir_all(parent)
+                .map_err(|e| fail(format!("mkdir -p {}", parent.display()), e))?;
+        }
+        match entry {
+            Entry::Tmpfs(t) => {
+                sys.mkdir_all(&target)
+                    .map_err(|e| fail(format!("mkdir -p {}", target.display()), e))?;
+                let mut flags = nosuid | nodev;
+                if t.noexec {
+                    flags |= MsFlags::MS_NOEXEC;
+                }
+                let data = format!("size={},mode=1777", t.size_bytes);
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    flags,
+                    Some(&data),
+                )
+                .map_err(|e| fail(format!("mount(tmpfs, {}, {data})", t.target.display()), e))?;
+            }
+            Entry::Bind(_, Held::Link(to)) => {
+                sys.symlink(to, &target).map_err(|e| {
+                    fail(
+                        format!("symlink({}, {})", to.display(), target.display()),
+                        e,
+                    )
+                })?;
+            }
+            Entry::Bind(b, Held::Fd(fd, is_dir)) => {
+                let made = if *is_dir {
+                    sys.mkdir_all(&target)
+                } else {
+                    sys.create_file(&target)
+                };
+                made.map_err(|e| fail(format!("create mount point {}", target.display()), e))?;
+                let source = PathBuf::from(format!("/proc/self/fd/{fd}"));
+                let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+                sys.mount(Some(&source), &target, None, bind, None)
                     .map_err(|e| {
-                        let call =
-                            format!("mount(--rbind {}, {})", source.display(), dir.display());
-                        fail(call, e)
-                    })
-            });
-        sys.close(fd);
-        result?;
+                        fail(
+                            format!("mount(--rbind {}, {})", b.path.display(), target.display()),
+                            e,
+                        )
+                    })?;
+                if !b.writable {
+                    // Not MS_NODEV: read-only device nodes (/dev/urandom) must stay usable.
+                    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid;
+                    sys.mount(None, &target, None, ro, None).map_err(|e| {
+                        fail(format!("mount(-o remount,bind,ro {})", b.path.display()), e)
+                    })?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -560,9 +695,37 @@ impl Sys for LinuxSys {
     ) -> Result<(), Errno> {
         nix::mount::mount(source, target, fstype, flags, data)
     }
-    fn open_dir_path(&mut self, path: &Path) -> Result<RawFd, Errno> {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    fn lstat_kind(&mut self, path: &Path) -> Result<Kind, Errno> {
+        let meta = std::fs::symlink_metadata(path).map_err(io_errno)?;
+        Ok(if meta.file_type().is_symlink() {
+            Kind::Symlink(std::fs::read_link(path).map_err(io_errno)?)
+        } else if meta.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::File
+        })
+    }
+    fn open_path(&mut self, path: &Path) -> Result<RawFd, Errno> {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty())
+    }
+    fn create_file(&mut self, path: &Path) -> Result<(), Errno> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(drop)
+            .map_err(io_errno)
+    }
+    fn symlink(&mut self, target: &Path, link: &Path) -> Result<(), Errno> {
+        std::os::unix::fs::symlink(target, link).map_err(io_errno)
+    }
+    fn pivot_root_here(&mut self) -> Result<(), Errno> {
+        nix::unistd::pivot_root(".", ".")
+    }
+    fn umount_detach(&mut self, path: &Path) -> Result<(), Errno> {
+        nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
     }
     fn mkdir_all(&mut self, path: &Path) -> Result<(), Errno> {
         use std::os::unix::fs::DirBuilderExt;

@@ -17,5 +17,5 @@ mod sys;
 pub mod wire;
 
 pub use error::{SetupError, Step};
-pub use plan::{LaunchPlan, Mounts, Namespaces, Rlimit, RlimitResource, Tmpfs};
+pub use plan::{Bind, LaunchPlan, Mounts, Namespaces, Rlimit, RlimitResource, Tmpfs};
 pub use report::{Applied, HelperMessage, Status};

@@ -45,14 +45,24 @@ pub struct LaunchPlan {
     pub seccomp: Option<CompiledSeccomp>,
 }
 
-/// The job's private mounts, in its own mount namespace.
+/// The job's root file system, built in its own mount namespace: a fresh tmpfs holding only
+/// these bind mounts and tmpfs mounts, each at its host path. Nothing else of the host exists
+/// in the job's view.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Mounts {
+    /// Host paths made visible at the same path (directories, files or symlinks).
+    pub binds: Vec<Bind>,
     /// Size-limited tmpfs mounts (`nosuid`, `nodev`, mode 1777), e.g. `/tmp`, `/dev/shm`.
     pub tmpfs: Vec<Tmpfs>,
-    /// Host directories that a tmpfs above would hide (a workspace under `/tmp`): bind-mounted
-    /// back onto the same path inside it.
-    pub keep_visible: Vec<PathBuf>,
+}
+
+/// One host path in the job's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// Host path, absolute; visible at the same path. A symlink is recreated as a symlink.
+    pub path: PathBuf,
+    /// Read-write (otherwise remounted read-only).
+    pub writable: bool,
 }
 
 /// One private tmpfs.

@@ -15,7 +15,8 @@ use stockade_protocol::{
 use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits};
 use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::{
-    helper, wire, Applied, HelperMessage, LaunchPlan, Mounts, Rlimit, RlimitResource, Status, Tmpfs,
+    helper, wire, Applied, Bind, HelperMessage, LaunchPlan, Mounts, Rlimit, RlimitResource, Status,
+    Tmpfs,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -372,12 +373,35 @@ fn enforcement(applied: Vec<Applied>, launcher: &Launcher, limits: &Limits) -> V
     out
 }
 
-/// A private `/tmp` and `/dev/shm` (if the host has one) with the profile's sizes; a workspace
-/// below either is bound back onto its own path so the job still finds it there.
+/// The job's root: the profile's paths (read-only unless `read_write`), the workspace
+/// (read-write), the `/dev/fd`-style symlinks, and a private `/tmp` and `/dev/shm` (if the host
+/// has one) with the profile's sizes.
 fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
     if !profile.namespaces.mount {
         return Mounts::default();
     }
+    let mut binds: Vec<Bind> = profile
+        .fs
+        .iter()
+        .map(|r| Bind {
+            path: r.path.clone(),
+            writable: r.access == FsAccess::ReadWrite,
+        })
+        .collect();
+    if binds.iter().any(|b| b.path == Path::new("/proc")) {
+        for link in ["/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"] {
+            if Path::new(link).is_symlink() {
+                binds.push(Bind {
+                    path: link.into(),
+                    writable: false,
+                });
+            }
+        }
+    }
+    binds.push(Bind {
+        path: workspace.to_path_buf(),
+        writable: true,
+    });
     let mut tmpfs = vec![Tmpfs {
         target: "/tmp".into(),
         size_bytes: profile.tmp_bytes,
@@ -390,16 +414,7 @@ fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
             noexec: true,
         });
     }
-    let keep_visible = tmpfs
-        .iter()
-        .any(|t| workspace.starts_with(&t.target))
-        .then(|| workspace.to_path_buf())
-        .into_iter()
-        .collect();
-    Mounts {
-        tmpfs,
-        keep_visible,
-    }
+    Mounts { binds, tmpfs }
 }
 
 /// The profile's Landlock rules plus this job's own: its workspace and its private tmpfs mounts,

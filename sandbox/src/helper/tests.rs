@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::landlock::{FsAccess, FsRule, LandlockPlan};
-use crate::plan::{Mounts, Namespaces, Tmpfs};
+use crate::plan::{Bind, Mounts, Namespaces, Tmpfs};
 use crate::seccomp::CompiledSeccomp;
 use nix::mount::MsFlags;
 
@@ -12,6 +12,7 @@ struct Recorder {
     fail: Option<(&'static str, Errno)>,
     ppid: i32,
     exec_results: Vec<Errno>,
+    next_fd: RawFd,
 }
 
 impl Recorder {
@@ -66,9 +67,30 @@ impl Sys for Recorder {
             data.unwrap_or("")
         ))
     }
-    fn open_dir_path(&mut self, path: &Path) -> Result<RawFd, Errno> {
-        self.hit(format!("open_dir_path({})", path.display()))
-            .map(|()| 9)
+    fn lstat_kind(&mut self, path: &Path) -> Result<Kind, Errno> {
+        Ok(match path.to_str() {
+            Some("/bin") => Kind::Symlink("usr/bin".into()),
+            Some("/dev/null") => Kind::File,
+            _ => Kind::Dir,
+        })
+    }
+    fn open_path(&mut self, path: &Path) -> Result<RawFd, Errno> {
+        self.next_fd += 1;
+        let fd = self.next_fd;
+        self.hit(format!("open_path({}) = {fd}", path.display()))
+            .map(|()| fd)
+    }
+    fn create_file(&mut self, path: &Path) -> Result<(), Errno> {
+        self.hit(format!("create_file({})", path.display()))
+    }
+    fn symlink(&mut self, target: &Path, link: &Path) -> Result<(), Errno> {
+        self.hit(format!("symlink({}, {})", target.display(), link.display()))
+    }
+    fn pivot_root_here(&mut self) -> Result<(), Errno> {
+        self.hit("pivot_root(., .)".into())
+    }
+    fn umount_detach(&mut self, path: &Path) -> Result<(), Errno> {
+        self.hit(format!("umount_detach({})", path.display()))
     }
     fn mkdir_all(&mut self, path: &Path) -> Result<(), Errno> {
         self.hit(format!("mkdir_all({})", path.display()))
@@ -165,12 +187,29 @@ fn plan() -> LaunchPlan {
             mount: true,
         },
         mounts: Mounts {
+            binds: vec![
+                Bind {
+                    path: "/usr".into(),
+                    writable: false,
+                },
+                Bind {
+                    path: "/bin".into(),
+                    writable: false,
+                },
+                Bind {
+                    path: "/dev/null".into(),
+                    writable: true,
+                },
+                Bind {
+                    path: "/tmp/ws".into(),
+                    writable: true,
+                },
+            ],
             tmpfs: vec![Tmpfs {
                 target: "/tmp".into(),
                 size_bytes: 1024,
                 noexec: false,
             }],
-            keep_visible: vec!["/tmp/ws".into()],
         },
         landlock: Some(LandlockPlan {
             fs: vec![FsRule {
@@ -205,13 +244,36 @@ fn steps_run_in_the_documented_order() {
             "write_file(/cg/unified/j/cgroup.procs, 4242)",
             "unshare(CloneFlags(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET))",
             "sethostname(stockade)",
-            // private mounts: propagation off first, hold the workspace, cover /tmp, bind it back
+            // the job's root: propagation off, hold every source before anything covers it
             "mount(, /, , MsFlags(MS_REC | MS_PRIVATE), )",
-            "open_dir_path(/tmp/ws)",
-            "mount(tmpfs, /tmp, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=1024,mode=1777)",
-            "mkdir_all(/tmp/ws)",
-            "mount(/proc/self/fd/9, /tmp/ws, , MsFlags(MS_BIND | MS_REC), )",
-            "close(9)",
+            "open_path(/usr) = 1",
+            "open_path(/dev/null) = 2",
+            "open_path(/tmp/ws) = 3",
+            // a fresh tmpfs root, then entries parents first: /tmp before /tmp/ws
+            "mount(tmpfs, /tmp, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=1m,mode=0755)",
+            "mkdir_all(/tmp)",
+            "mkdir_all(/tmp/usr)",
+            "mount(/proc/self/fd/1, /tmp/usr, , MsFlags(MS_BIND | MS_REC), )",
+            "mount(, /tmp/usr, , MsFlags(MS_RDONLY | MS_NOSUID | MS_REMOUNT | MS_BIND), )",
+            "mkdir_all(/tmp)",
+            "symlink(usr/bin, /tmp/bin)",
+            "mkdir_all(/tmp)",
+            "mkdir_all(/tmp/tmp)",
+            "mount(tmpfs, /tmp/tmp, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=1024,mode=1777)",
+            "mkdir_all(/tmp/dev)",
+            "create_file(/tmp/dev/null)",
+            "mount(/proc/self/fd/2, /tmp/dev/null, , MsFlags(MS_BIND | MS_REC), )",
+            "mkdir_all(/tmp/tmp)",
+            "mkdir_all(/tmp/tmp/ws)",
+            "mount(/proc/self/fd/3, /tmp/tmp/ws, , MsFlags(MS_BIND | MS_REC), )",
+            "close(1)",
+            "close(2)",
+            "close(3)",
+            // enter it, drop the old root
+            "chdir(/tmp)",
+            "pivot_root(., .)",
+            "umount_detach(.)",
+            "chdir(/)",
             "setrlimit(RLIMIT_CORE, 0, 0)",
             "setrlimit(RLIMIT_NOFILE, 256, 256)",
             "drop_bounding_ambient_inheritable()",
@@ -227,7 +289,7 @@ fn steps_run_in_the_documented_order() {
             // Landlock after no_new_privs and chdir; seccomp last before the report and execve
             "landlock(1 fs rules)",
             "seccomp(3 filters)",
-            "report(started, 16 mechanisms)",
+            "report(started, 17 mechanisms)",
             "execve(/usr/bin/sh)",
             "execve(/bin/sh)",
         ]
