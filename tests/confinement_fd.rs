@@ -12,8 +12,6 @@ use std::os::fd::RawFd;
 use std::process::{Command, Stdio};
 
 use common::*;
-use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
-use nix::sys::stat::Mode;
 use stockade_protocol::Cause;
 
 const FD: RawFd = 9;
@@ -80,17 +78,8 @@ fn a_leaked_descriptor_9_is_unusable_in_the_job() {
     let file = env.dir.path().join("fd9-file");
     std::fs::write(&file, SECRET).unwrap();
 
-    // Put the file on fd 9 of this process, without close-on-exec.
-    assert!(
-        fcntl(FD, FcntlArg::F_GETFD).is_err(),
-        "fd {FD} is already open in the test process; cannot run this test"
-    );
-    let fd = open(&file, OFlag::O_RDONLY, Mode::empty()).unwrap();
-    assert_eq!(nix::unistd::dup2(fd, FD).unwrap(), FD);
-    nix::unistd::close(fd).unwrap();
-    let flags = FdFlag::from_bits_truncate(fcntl(FD, FcntlArg::F_GETFD).unwrap());
-    assert!(!flags.contains(FdFlag::FD_CLOEXEC));
-    let _close = CloseOnDrop(FD);
+    // Put the file on fd 9 of this process, without close-on-exec (closed again on drop).
+    let _leaked = LeakedFd::open(&file, FD);
 
     // CONTROL: a plain child inherits fd 9 and reads the secret through both ways.
     let mut control = Command::new("/usr/bin/python3");
@@ -116,12 +105,4 @@ fn a_leaked_descriptor_9_is_unusable_in_the_job() {
     assert_fd_unusable(&out, "stockade run");
     assert!(d.stop().success());
     env.finish();
-}
-
-struct CloseOnDrop(RawFd);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::unistd::close(self.0);
-    }
 }

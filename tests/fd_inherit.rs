@@ -11,8 +11,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
-use nix::sys::stat::Mode;
 use stockade_protocol::Cause;
 
 const FD: RawFd = 7;
@@ -76,17 +74,8 @@ fn inherited_fd_7_does_not_reach_the_job() {
     let file = env.dir.path().join("fd7-file");
     std::fs::write(&file, SECRET).unwrap();
 
-    // Put the file on fd 7 of this process, without close-on-exec.
-    assert!(
-        fcntl(FD, FcntlArg::F_GETFD).is_err(),
-        "fd {FD} is already open in the test process; cannot run this test"
-    );
-    let fd = open(&file, OFlag::O_RDONLY, Mode::empty()).unwrap();
-    assert_eq!(nix::unistd::dup2(fd, FD).unwrap(), FD);
-    nix::unistd::close(fd).unwrap();
-    let flags = FdFlag::from_bits_truncate(fcntl(FD, FcntlArg::F_GETFD).unwrap());
-    assert!(!flags.contains(FdFlag::FD_CLOEXEC));
-    let _close = CloseOnDrop(FD);
+    // Put the file on fd 7 of this process, without close-on-exec (closed again on drop).
+    let _leaked = LeakedFd::open(&file, FD);
 
     // Control: a plain child sees fd 7 and can read the file through it, so the probe works.
     let mut control = std::process::Command::new("sh");
@@ -137,12 +126,4 @@ fn inherited_fd_7_does_not_reach_the_job() {
     assert_job_did_not_get_fd(&out, "stockade run");
     assert!(d.stop().success());
     env.finish();
-}
-
-struct CloseOnDrop(RawFd);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::unistd::close(self.0);
-    }
 }

@@ -993,3 +993,33 @@ pub fn assert_pids_gone(pids: &[(String, i32)], uid: u32) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A file put on a fixed descriptor of the test process *without* close-on-exec, as a careless
+/// caller would leak it; closed again on drop. Only for test binaries that run no other test
+/// concurrently that could be disturbed by a fixed descriptor number.
+pub struct LeakedFd(std::os::fd::RawFd);
+
+impl LeakedFd {
+    pub fn open(file: &Path, target: std::os::fd::RawFd) -> LeakedFd {
+        use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
+        assert!(
+            fcntl(target, FcntlArg::F_GETFD).is_err(),
+            "fd {target} is already open in the test process; cannot run this test"
+        );
+        let fd = open(file, OFlag::O_RDONLY, nix::sys::stat::Mode::empty()).unwrap();
+        assert_eq!(nix::unistd::dup2(fd, target).unwrap(), target);
+        nix::unistd::close(fd).unwrap();
+        let flags = FdFlag::from_bits_truncate(fcntl(target, FcntlArg::F_GETFD).unwrap());
+        assert!(
+            !flags.contains(FdFlag::FD_CLOEXEC),
+            "fd {target} must be inheritable"
+        );
+        LeakedFd(target)
+    }
+}
+
+impl Drop for LeakedFd {
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.0);
+    }
+}
