@@ -19,8 +19,9 @@
 //! same mount as the forbidden files, so links and renames out of them reach Landlock rather than
 //! stopping at `EXDEV` for crossing mounts.
 //!
-//! There is no pid namespace yet: a job sees host processes in `/proc`. No test here claims
-//! otherwise; they assert what a job can *do* to those processes.
+//! Jobs have their own pid namespace: host processes and other jobs do not exist for them. The
+//! tests that aim at other processes run twice, once more under a profile with the host's pid
+//! namespace, so each layer beneath it (uid, Landlock scopes, seccomp) is proven on its own.
 //!
 //! A test whose failure message starts with ESCAPE, LEAK or WIDENING found a breach: it stays as
 //! it is (not ignored, not weakened) until the breach is closed, and its message says why the
@@ -911,12 +912,25 @@ fn links_and_renames_do_not_leave_the_workspace() {
 const DAEMON_SECRET: &str = "daemon-env-secret-c0ffee42";
 const DAEMON_SECRET_PATTERN: &str = "daemon-env-secret-c0ff[e]e42";
 
+/// The `agent` profile with the host's pid namespace: proves the layers under the pid namespace
+/// (uid, Landlock scopes and ptrace rules, seccomp) hold on their own.
+const AGENT_HOST_PID: &str = "agent-host-pid";
+
+fn agent_host_pid_toml(uid: u32) -> String {
+    let text = agent_profile_toml(uid);
+    let line = "pid = true ";
+    assert!(text.contains(line), "agent.toml has no namespaces.pid line");
+    text.replacen(line, "pid = false", 1)
+}
+
 #[test]
 fn the_supervisor_and_init_are_out_of_reach() {
     if !require_root("the_supervisor_and_init_are_out_of_reach") {
         return;
     }
     let a = Arena::new("confine-supervisor", 61143);
+    a.env
+        .write_profile(AGENT_HOST_PID, &agent_host_pid_toml(a.uid()));
     let mut d = Daemon::start_in(
         &a.env,
         &a.path("state"),
@@ -930,7 +944,7 @@ fn the_supervisor_and_init_are_out_of_reach() {
     );
     let script = format!(
         "D={pid}\n\
-         echo RESULT parent_is_daemon $([ $PPID = $D ] && echo yes || echo no)\n\
+         echo RESULT parent $([ $PPID = $D ] && echo daemon || echo $PPID)\n\
          ./probe daemon_environ read /proc/$D/environ\n\
          ./probe daemon_mem open /proc/$D/mem\n\
          ./probe daemon_fds opendir /proc/$D/fd\n\
@@ -945,32 +959,80 @@ fn the_supervisor_and_init_are_out_of_reach() {
          ./probe daemon_pidfd_getfd pidfd-getfd $D 0\n\
          ./probe daemon_ptrace ptrace-attach $D\n\
          ./probe daemon_socket unix-connect {socket}\n\
+         echo RESULT visible_pids $(ls /proc | grep -c '^[0-9]')\n\
          {scan}",
         socket = d.socket.display(),
     );
-    let out = d.run_args(
-        &[
-            "--profile",
-            AGENT,
-            "--json",
-            "--workspace",
-            ws.to_str().unwrap(),
-        ],
-        &["sh", "-c", &finished(&script)],
+    let run = |d: &Daemon, profile: &str, script: &str| {
+        let out = d.run_args(
+            &[
+                "--profile",
+                profile,
+                "--json",
+                "--workspace",
+                ws.to_str().unwrap(),
+            ],
+            &["sh", "-c", &finished(script)],
+        );
+        assert_ran(&out, profile);
+        assert!(
+            !out.stdout.contains(DAEMON_SECRET),
+            "LEAK: the daemon's environment reached the job ({profile})\n{}",
+            out.brief()
+        );
+        out
+    };
+
+    // 1. agent (own pid namespace): the daemon does not exist for the job. Its parent is the
+    //    namespace's init (pid 1), whose /proc files are closed to the job (init is not dumpable:
+    //    it changed its uid from root) and which no signal from inside reaches: even SIGKILL is
+    //    dropped (pid 1 without a handler), so the job, which would die with init, runs on.
+    //    ptrace: seccomp -> EPERM before any pid lookup.
+    let with_init = format!(
+        "{script}./probe init_kill kill 1 9\n\
+         ./probe init_term kill 1 15\n\
+         echo RESULT init_alive $(cat /proc/1/stat >/dev/null && echo yes || echo no)\n"
     );
-    assert_ran(&out, "job through the daemon");
+    let out = run(&d, AGENT, &with_init);
+    let results = Results::of(&out, "job (own pid namespace)");
+    results.expect(&[
+        ("parent", "1"),
+        ("daemon_environ", "ENOENT"),
+        ("daemon_mem", "ENOENT"),
+        ("daemon_fds", "ENOENT"),
+        ("daemon_fd0", "ENOENT"),
+        ("daemon_cwd", "ENOENT"),
+        ("init_environ", "EACCES"),
+        ("init_mem", "EACCES"),
+        ("daemon_kill0", "ESRCH"),
+        ("daemon_term", "ESRCH"),
+        ("daemon_sh_kill", "exit=1"),
+        ("daemon_pidfd_signal", "ESRCH"),
+        ("daemon_pidfd_getfd", "ESRCH"),
+        ("daemon_ptrace", "EPERM"),
+        ("daemon_socket", "ENOENT"),
+        ("secret_seen", "0"),
+        ("init_kill", "OK"),
+        ("init_term", "OK"),
+        ("init_alive", "yes"),
+    ]);
+    // init, sh, the probe's shell pipeline: a handful, not the host's hundreds.
+    let visible: u32 = results.get("visible_pids").parse().unwrap();
     assert!(
-        !out.stdout.contains(DAEMON_SECRET),
-        "the daemon's environment reached the job\n{}",
+        (2..=8).contains(&visible),
+        "the job sees {visible} processes\n{}",
         out.brief()
     );
-    // /proc/<pid>/{environ,mem,fd/*,cwd}: ptrace-mode access checks against a root process
-    // (different uid; Landlock's ptrace rule too) -> EACCES. Signals: different uid (and
-    // Landlock's signal scope) -> EPERM. ptrace: seccomp -> EPERM. The socket is root's 0660:
-    // DAC -> EACCES (see a_named_unix_socket_outside_the_workspace_is_unreachable: Landlock on
-    // this kernel does not cover connecting to named sockets).
-    Results::of(&out, "job").expect(&[
-        ("parent_is_daemon", "yes"),
+
+    // 2. The same attempts with the host's pid namespace: the daemon is visible, and the other
+    //    layers refuse each one. /proc/<pid>/{environ,mem,fd/*,cwd}: ptrace-mode access checks
+    //    against a root process (different uid; Landlock's ptrace rule too) -> EACCES. Signals:
+    //    different uid (and Landlock's signal scope) -> EPERM. ptrace: seccomp -> EPERM. The
+    //    socket is not in the job's root -> ENOENT.
+    let out = run(&d, AGENT_HOST_PID, &script);
+    let results = Results::of(&out, "job (host pid namespace)");
+    results.expect(&[
+        ("parent", "daemon"),
         ("daemon_environ", "EACCES"),
         ("daemon_mem", "EACCES"),
         ("daemon_fds", "EACCES"),
@@ -987,6 +1049,12 @@ fn the_supervisor_and_init_are_out_of_reach() {
         ("daemon_socket", "ENOENT"),
         ("secret_seen", "0"),
     ]);
+    let visible: u32 = results.get("visible_pids").parse().unwrap();
+    assert!(
+        visible > 8,
+        "the host pid namespace shows {visible} processes\n{}",
+        out.brief()
+    );
     assert!(d.is_running(), "the daemon died:\n{}", d.log_text());
 
     // CONTROL: root outside stockade finds the secret with the very same scan, so the scan works
@@ -1019,22 +1087,84 @@ fn jobs_of_the_same_uid_cannot_reach_each_other() {
         return;
     }
     let a = Arena::new("confine-siblings", 61144);
+    a.env
+        .write_profile(AGENT_HOST_PID, &agent_host_pid_toml(a.uid()));
     let d = Daemon::start_in(&a.env, &a.path("state"), &[]);
+    // Own pid namespaces: A's pid (as the host sees it) does not exist for B.
+    siblings(
+        &a,
+        &d,
+        AGENT,
+        &[
+            ("kill0", "ESRCH"),
+            ("term", "ESRCH"),
+            ("sh_kill", "exit=1"),
+            ("pidfd_signal", "ESRCH"),
+            ("environ", "ENOENT"),
+            ("mem", "ENOENT"),
+            ("cwd_file", "ENOENT"),
+            ("fd1", "ENOENT"),
+            ("pidfd_getfd", "ESRCH"),
+            ("ptrace", "EPERM"),
+            ("workspace_file", "ENOENT"),
+            ("workspace_write", "ENOENT"),
+        ],
+    );
+    // The host's pid namespace: same uid, so DAC and the capability rules allow all of it; each
+    // job is its own Landlock domain: signals to another domain (scope) -> EPERM; ptrace-mode
+    // access to a process of another domain -> EACCES for /proc files, EPERM for pidfd_getfd;
+    // ptrace itself is also seccomp's EPERM; A's workspace is not in B's root -> ENOENT.
+    siblings(
+        &a,
+        &d,
+        AGENT_HOST_PID,
+        &[
+            ("kill0", "EPERM"),
+            ("term", "EPERM"),
+            ("sh_kill", "exit=1"),
+            ("pidfd_signal", "EPERM"),
+            ("environ", "EACCES"),
+            ("mem", "EACCES"),
+            ("cwd_file", "EACCES"),
+            ("fd1", "EACCES"),
+            ("pidfd_getfd", "EPERM"),
+            ("ptrace", "EPERM"),
+            ("workspace_file", "ENOENT"),
+            ("workspace_write", "ENOENT"),
+        ],
+    );
+    assert!(d.stop().success());
+    a.finish();
+}
+
+/// Job A (under `profile`) waits; job B (same uid, same profile) goes for A's process, /proc
+/// files and workspace by every route; B's results must be `expect`. A survives, unharmed.
+fn siblings(a: &Arena, d: &Daemon, profile: &str, expect: &[(&str, &str)]) {
     // Job A: a fresh workspace (created by the daemon under its state dir, owned by the same
     // uid as B), a file in it, then it waits (bounded) for `go`.
     let script_a = "echo data-of-a > file-of-a\n\
-         echo PID $$\n\
          echo WS $PWD\n\
          i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n\
          [ -e go ] && echo A-released";
     let mut job_a =
-        Proc::spawn(d.run_cmd(&["--profile", AGENT, "--json"], &["sh", "-c", script_a]));
-    let pid_a: i32 = job_a.wait_line("PID ", COMMAND_LIMIT)[4..].parse().unwrap();
+        Proc::spawn(d.run_cmd(&["--profile", profile, "--json"], &["sh", "-c", script_a]));
     let ws_a = PathBuf::from(&job_a.wait_line("WS ", COMMAND_LIMIT)[3..]);
-    let info = proc_info(pid_a).expect("job A is running");
+    // A's shell as the host sees it (its pid inside its own namespace would be 2); not one of
+    // its short-lived forks (same command line, a parent among them).
+    let all: Vec<ProcInfo> = uid_procs(a.uid())
+        .into_iter()
+        .filter(|p| p.name == "sh" && p.cmdline.contains("file-of-a"))
+        .collect();
+    let shells: Vec<&ProcInfo> = all
+        .iter()
+        .filter(|p| !all.iter().any(|q| q.pid == p.ppid))
+        .collect();
+    assert_eq!(shells.len(), 1, "job A's shell: {all:?}");
+    let pid_a = shells[0].pid;
     assert!(
-        info.uids.iter().all(|u| *u == a.uid()),
-        "job A runs as {info:?}"
+        shells[0].uids.iter().all(|u| *u == a.uid()),
+        "job A runs as {:?}",
+        shells[0]
     );
     assert!(
         ws_a.starts_with(a.path("state")),
@@ -1042,7 +1172,7 @@ fn jobs_of_the_same_uid_cannot_reach_each_other() {
         ws_a.display()
     );
 
-    let ws_b = a.workspace("ws-b");
+    let ws_b = a.workspace(&format!("ws-b-{profile}"));
     let script = format!(
         "A={pid_a}\n\
          ./probe kill0 kill $A 0\n\
@@ -1062,32 +1192,15 @@ fn jobs_of_the_same_uid_cannot_reach_each_other() {
     let out = d.run_args(
         &[
             "--profile",
-            AGENT,
+            profile,
             "--json",
             "--workspace",
             ws_b.to_str().unwrap(),
         ],
         &["sh", "-c", &finished(&script)],
     );
-    assert_ran(&out, "job B");
-    // Same uid, so DAC and the capability rules allow all of it; each job is its own Landlock
-    // domain: signals to another domain (scope) -> EPERM; ptrace-mode access to a process of
-    // another domain -> EACCES for /proc files, EPERM for pidfd_getfd; ptrace itself is also
-    // seccomp's EPERM; A's workspace is not among B's paths -> EACCES.
-    Results::of(&out, "job B").expect(&[
-        ("kill0", "EPERM"),
-        ("term", "EPERM"),
-        ("sh_kill", "exit=1"),
-        ("pidfd_signal", "EPERM"),
-        ("environ", "EACCES"),
-        ("mem", "EACCES"),
-        ("cwd_file", "EACCES"),
-        ("fd1", "EACCES"),
-        ("pidfd_getfd", "EPERM"),
-        ("ptrace", "EPERM"),
-        ("workspace_file", "ENOENT"),
-        ("workspace_write", "ENOENT"),
-    ]);
+    assert_ran(&out, &format!("job B ({profile})"));
+    Results::of(&out, &format!("job B ({profile})")).expect(expect);
     assert!(!out.stdout.contains("data-of-a"));
     let info = proc_info(pid_a).expect("job A must have survived B");
     assert!(
@@ -1125,8 +1238,6 @@ fn jobs_of_the_same_uid_cannot_reach_each_other() {
     assert!(out_a.stdout.contains("A-released"), "{}", out_a.brief());
     assert!(!out_a.stdout.contains("injected-into-a"));
     assert_eq!(out_a.record().cause, Cause::Exited { code: 0 });
-    assert!(d.stop().success());
-    a.finish();
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1517,6 +1628,50 @@ fn there_is_no_terminal_to_inject_into() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// 10b. The pid namespace's init.
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn orphans_are_reaped_inside_the_pid_namespace() {
+    if !require_root("orphans_are_reaped_inside_the_pid_namespace") {
+        return;
+    }
+    let a = Arena::new("confine-init", 61171);
+    let ws = a.workspace("ws");
+    // Five double forks: each grandchild is orphaned at once and exits. Its new parent is the
+    // namespace's init, which must reap it: a zombie would hold a pid (and a pids.max slot) for
+    // the whole job. Then a stopped child: init must not mistake it for an exit.
+    let script = "echo RESULT me $$\n\
+         echo RESULT parent $PPID\n\
+         echo RESULT init $(tr '\\0' ' ' < /proc/1/cmdline)\n\
+         for i in 1 2 3 4 5; do (sh -c 'sleep 0.05; exit 3' &); done\n\
+         sleep 0.2\n\
+         n=99; i=0\n\
+         while [ $i -lt 100 ]; do\n\
+           n=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\n\
+           [ $n -eq 0 ] && break\n\
+           sleep 0.05; i=$((i+1))\n\
+         done\n\
+         echo RESULT zombies $n\n\
+         echo RESULT processes $(ls -d /proc/[0-9]* | wc -l)\n";
+    let out = a.job(&ws, script);
+    let results = Results::of(&out, "job");
+    results.expect(&[("me", "2"), ("parent", "1"), ("zombies", "0")]);
+    assert!(
+        results.get("init").contains(HELPER_ARG_TEXT),
+        "pid 1 is not stockade's init: {}",
+        out.brief()
+    );
+    // init, the shell, `ls` and `wc`' subshell: nothing of the host, no leftover orphan.
+    let procs: u32 = results.get("processes").parse().unwrap();
+    assert!(procs <= 5, "{procs} processes visible\n{}", out.brief());
+    a.finish();
+}
+
+/// The hidden subcommand of the exec helper, as it appears in init's command line.
+const HELPER_ARG_TEXT: &str = "__stockade-init";
+
+// ------------------------------------------------------------------------------------------------
 // 11. The enforcement report.
 // ------------------------------------------------------------------------------------------------
 
@@ -1556,6 +1711,8 @@ fn the_record_reports_every_layer_enforced() {
             "namespace.uts",
             "namespace.cgroup",
             "namespace.mount",
+            "namespace.pid",
+            "mount.proc",
         ] {
             assert_eq!(
                 status(name),
@@ -1600,13 +1757,13 @@ fn kernel_tunables_cgroups_and_limits_are_out_of_reach() {
                   echo RESULT cgroup_paths $(cut -d: -f3 /proc/self/cgroup | sort -u)\n\
                   echo RESULT hostname $(cat /proc/sys/kernel/hostname)\n";
     let out = a.job(&ws, script);
-    // /proc is read-only to Landlock (oom_score_adj and comm are the job's own and DAC-writable:
-    // EACCES is Landlock); /sys is not listed at all (EACCES even to read); core dumps have a hard
+    // /proc is the job's own procfs, mounted read-only (EROFS even for the job's own, DAC-writable
+    // oom_score_adj and comm; Landlock's read-only rule stands behind it); /sys is not listed at all (EACCES even to read); core dumps have a hard
     // limit of 0 and no CAP_SYS_RESOURCE can raise it; personality(ADDR_NO_RANDOMIZE) is
     // refused by seccomp (a query is allowed); the cgroup namespace roots every hierarchy at the
     // job's own group; the hostname is the job's own.
     Results::of(&out, "job").expect(&[
-        ("core_pattern", "EACCES"),
+        ("core_pattern", "EROFS"),
         ("oom_score_adj", "EROFS"),
         ("comm", "EROFS"),
         ("cgroup_read", "ENOENT"),

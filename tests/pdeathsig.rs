@@ -1,8 +1,11 @@
 //! The job dies with its supervisor: `stockade exec` is SIGKILLed (it cannot clean up), and the
-//! job's process must be killed by the kernel through `PR_SET_PDEATHSIG`, which the helper arms
-//! again after `setresuid` (a credential change clears it).
+//! job must be killed by the kernel through a chain of `PR_SET_PDEATHSIG`s: the monitor (the
+//! helper, `stockade exec`'s child) dies with `stockade exec`, the pid namespace's init dies with
+//! the monitor, and the kernel kills everything in the namespace when its init dies. Both the
+//! monitor and init change their uid, which clears the signal, so each arms it again after; the
+//! test fails if either re-arm is missing.
 //!
-//! Its own test binary: this process becomes a child subreaper so that the killed job is
+//! Its own test binary: this process becomes a child subreaper so that the monitor and init are
 //! reparented to it and reaped here, which must not disturb other tests' orphan checks.
 
 mod common;
@@ -23,23 +26,29 @@ fn the_job_dies_when_its_supervisor_is_killed() {
     let uid = 61170;
     let env = TestEnv::new("pdeathsig", uid);
     let ws = env.shared_workspace("ws");
-    // The job's main process is the helper itself after execve: print its pid, then become
-    // `sleep` (same pid) so nothing but PDEATHSIG can end it before its 1000 s.
+    // The job prints its pid (2 in its namespace), then becomes `sleep` (same pid) so nothing but
+    // a parent-death signal can end it before its 1000 s.
     let mut exec = Proc::spawn(env.exec_cmd(
         &["--profile", PROFILE, "--workspace", ws.to_str().unwrap()],
         &["sh", "-c", "echo JOBPID $$; exec sleep 1000"],
     ));
     let line = exec.wait_line("JOBPID ", COMMAND_LIMIT);
-    let job: i32 = line["JOBPID ".len()..].trim().parse().expect("job pid");
-    // CONTROL: the job runs, as the profile's uid, as a child of `stockade exec`.
-    assert!(
-        is_process_of_uid(job, uid),
-        "job {job} is not running as {uid}"
-    );
+    let ns_pid: i32 = line["JOBPID ".len()..].trim().parse().expect("job pid");
+    let job = host_pid(uid, ns_pid);
+    let parent = |pid: i32| status_field(pid, "PPid:").and_then(|p| p.parse::<i32>().ok());
+    // CONTROL: the chain runs as the profile's uid: stockade exec -> monitor -> init -> job.
+    let init = parent(job).expect("the job's parent");
+    let monitor = parent(init).expect("init's parent");
+    for (what, pid) in [("job", job), ("init", init), ("monitor", monitor)] {
+        assert!(
+            is_process_of_uid(pid, uid),
+            "{what} {pid} is not running as {uid}"
+        );
+    }
     assert_eq!(
-        status_field(job, "PPid:").and_then(|p| p.parse::<i32>().ok()),
+        parent(monitor),
         Some(exec.pid()),
-        "the job's parent must be stockade exec"
+        "the monitor's parent must be stockade exec"
     );
 
     // SIGKILL: stockade gets no chance to tear anything down.
@@ -52,28 +61,36 @@ fn the_job_dies_when_its_supervisor_is_killed() {
         out.stderr
     );
 
-    // The kernel kills the job (reparented to us, the subreaper): reap it and read why it ended.
-    let until = Instant::now() + SETTLE_LIMIT;
-    let status = loop {
-        match waitpid(Pid::from_raw(job), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(10))
+    // The kernel kills the monitor and init, reparented to us (the subreaper): reap them and read
+    // why they ended. The job is init's child: the namespace's teardown reaps it.
+    for (what, pid) in [("monitor", monitor), ("init", init)] {
+        let until = Instant::now() + SETTLE_LIMIT;
+        let status = loop {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                other => break other,
             }
-            other => break other,
+        };
+        if matches!(status, Ok(WaitStatus::StillAlive)) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
         }
-    };
-    if matches!(status, Ok(WaitStatus::StillAlive)) {
-        let _ = kill(Pid::from_raw(job), Signal::SIGKILL);
-        let _ = waitpid(Pid::from_raw(job), None);
+        assert_eq!(
+            status,
+            Ok(WaitStatus::Signaled(
+                Pid::from_raw(pid),
+                Signal::SIGKILL,
+                false
+            )),
+            "the {what} must be SIGKILLed when its parent dies"
+        );
     }
-    assert_eq!(
-        status,
-        Ok(WaitStatus::Signaled(
-            Pid::from_raw(job),
-            Signal::SIGKILL,
-            false
-        )),
-        "the job must be SIGKILLed when its supervisor dies"
+    assert!(
+        proc_info(job).is_none(),
+        "the job outlived its namespace's init: {:?}",
+        proc_info(job)
     );
 
     // Nothing could remove the job's cgroup (crash recovery is the cgroups issue's): do it here.

@@ -233,7 +233,7 @@ fn wall_timeout_ends_job_with_124() {
 
 /// Cancel an escaping process tree with `cancel`, then check nothing of it survived.
 fn escaping_tree_is_canceled(env: &TestEnv, mut job: Proc, cancel: impl FnOnce(&mut Proc)) {
-    let pids = read_tree_pids(&mut job);
+    let pids = read_tree_pids(&mut job, env.uid);
     let cgroup = check_tree_is_escaping(&pids, env.uid, &env.cgroup_parent);
     cancel(&mut job);
     let out = job.finish();
@@ -314,7 +314,7 @@ fn client_disconnect_cancels_its_job() {
     let d = Daemon::start(&env);
     let script = escaping_tree_script("disconnect");
     let mut job = Proc::spawn(d.run_cmd(&["--profile", PROFILE], &["sh", "-c", &script]));
-    let pids = read_tree_pids(&mut job);
+    let pids = read_tree_pids(&mut job, env.uid);
     check_tree_is_escaping(&pids, env.uid, &env.cgroup_parent);
     // The client dies without a word: the daemon must end the job it can no longer report to.
     job.signal(Signal::SIGKILL);
@@ -340,7 +340,7 @@ fn daemon_sigterm_cancels_jobs_removes_socket_and_exits_0() {
     let socket = d.socket.clone();
     let script = escaping_tree_script("daemon-sigterm");
     let mut job = Proc::spawn(d.run_cmd(&["--profile", PROFILE, "--json"], &["sh", "-c", &script]));
-    let pids = read_tree_pids(&mut job);
+    let pids = read_tree_pids(&mut job, env.uid);
     check_tree_is_escaping(&pids, env.uid, &env.cgroup_parent);
     let status = d.stop();
     assert!(status.success(), "daemon exit status {status:?}");

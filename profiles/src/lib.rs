@@ -141,6 +141,8 @@ struct NamespacesFile {
     cgroup: bool,
     #[serde(default = "yes")]
     mount: bool,
+    #[serde(default = "yes")]
+    pid: bool,
 }
 
 impl Default for NamespacesFile {
@@ -151,6 +153,7 @@ impl Default for NamespacesFile {
             uts: true,
             cgroup: true,
             mount: true,
+            pid: true,
         }
     }
 }
@@ -769,6 +772,7 @@ pub fn parse_profile(
             uts: file.namespaces.uts,
             cgroup: file.namespaces.cgroup,
             mount: file.namespaces.mount,
+            pid: file.namespaces.pid,
         },
         tmp_bytes: l.tmp_mib << 20,
         shm_bytes: l.shm_mib << 20,

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -50,8 +50,10 @@ pub trait Sys {
     fn setsid(&mut self) -> Result<(), Errno>;
     /// `prctl(PR_SET_PDEATHSIG, sig)`.
     fn set_pdeathsig(&mut self, sig: Signal) -> Result<(), Errno>;
-    /// `getppid()`.
-    fn getppid(&mut self) -> i32;
+    /// Whether the process this one must die with is still there: the supervisor (`getppid()` is
+    /// `supervisor`) or, inside a pid namespace, the monitor (where `getppid()` is always 0).
+    /// `Err` says who is gone.
+    fn parent_alive(&mut self, supervisor: i32) -> Result<(), String>;
     /// `getpid()`.
     fn getpid(&mut self) -> i32;
     /// Write `data` to an existing file (cgroupfs).
@@ -60,6 +62,14 @@ pub trait Sys {
     fn unshare(&mut self, flags: nix::sched::CloneFlags) -> Result<(), Errno>;
     /// `sethostname(name)`.
     fn sethostname(&mut self, name: &str) -> Result<(), Errno>;
+    /// After `unshare(CLONE_NEWPID)`: fork. The calling process stays outside as the job's
+    /// monitor and never returns (see [`LinuxSys`]); the child, pid 1 of the new namespace,
+    /// returns and goes on with the setup.
+    fn enter_pid_namespace(&mut self, plan: &LaunchPlan) -> Result<(), SetupError>;
+    /// Inside the pid namespace: fork the job. The calling process stays as the namespace's init
+    /// (reaps orphans, passes the job's status to the monitor) and never returns; the child
+    /// (pid 2) returns and goes on to `execve`.
+    fn fork_job(&mut self) -> Result<(), SetupError>;
     /// `mount(source, target, fstype, flags, data)`.
     fn mount(
         &mut self,
@@ -180,6 +190,15 @@ pub fn apply<S: Sys>(
             )
         })?;
     }
+    // 5a. unshare(CLONE_NEWPID) moves only children into the new pid namespace: fork. This
+    //     process stays outside as the monitor (the supervisor's child: it drops every privilege
+    //     and mirrors the job's exit status); the child is pid 1 inside and goes on. Before the
+    //     mounts, because only a process inside the namespace can mount its /proc. fork cleared
+    //     the parent-death signal: arm it again, now pointing at the monitor.
+    if plan.namespaces.pid {
+        sys.enter_pid_namespace(plan)?;
+        arm_parent_death_signal(sys, plan)?;
+    }
     // 5b. The job's root, inside the new mount namespace: propagation off, then a fresh tmpfs
     //     with only the profile's paths, the workspace, and a private /tmp and /dev/shm; pivot
     //     into it. Whatever the host has elsewhere (other workspaces, service sockets, state
@@ -256,6 +275,18 @@ pub fn apply<S: Sys>(
     let mut applied = applied(plan);
     if let Some(ll) = &plan.landlock {
         applied.extend(sys.landlock(ll)?);
+    }
+    // 13b. With a pid namespace, this process is its init: fork the job (pid 2) and stay to reap.
+    //     Init keeps the job's uid, no capabilities, no_new_privs and Landlock domain, and ignores
+    //     every signal from inside the namespace (pid 1 without handlers). Before seccomp, so the
+    //     reaping loop does not depend on what an allow-list profile permits.
+    //     The job then starts a session of its own inside the namespace: it leads its session
+    //     and process group (kill(0, ...) reaches its own processes only), still with no
+    //     controlling terminal.
+    if plan.namespaces.pid {
+        sys.fork_job()?;
+        sys.setsid()
+            .map_err(|e| SetupError::sys(Step::NewSession, "setsid() in the pid namespace", e))?;
     }
     // 14. seccomp last, so none of stockade's own setup needs to be allowed by the filter and as
     //     little as possible runs under it.
@@ -334,6 +365,11 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
             "namespace.mount",
             "own mount namespace, nothing propagates to the host",
         ),
+        (
+            ns.pid,
+            "namespace.pid",
+            "own pid namespace: the job is pid 2 under a reaping init, sees only its own processes",
+        ),
     ] {
         applied.push(if on {
             Applied::enforced(name, detail)
@@ -354,6 +390,12 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
                 plan.mounts.binds.len()
             ),
         ));
+        if plan.mounts.proc {
+            applied.push(Applied::enforced(
+                "mount.proc",
+                "/proc: fresh procfs of the job's pid namespace, read-only, nosuid nodev noexec",
+            ));
+        }
         for t in &plan.mounts.tmpfs {
             let noexec = if t.noexec { " noexec" } else { "" };
             let detail = format!(
@@ -386,6 +428,7 @@ pub enum Kind {
 enum Entry<'a> {
     Bind(&'a crate::plan::Bind, Held),
     Tmpfs(&'a crate::plan::Tmpfs),
+    Proc,
 }
 
 enum Held {
@@ -398,6 +441,7 @@ impl Entry<'_> {
         match self {
             Entry::Bind(b, _) => &b.path,
             Entry::Tmpfs(t) => &t.target,
+            Entry::Proc => Path::new("/proc"),
         }
     }
 }
@@ -428,6 +472,9 @@ fn minimal_root<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(), SetupError
         entries.push(Entry::Bind(b, held));
     }
     entries.extend(plan.mounts.tmpfs.iter().map(Entry::Tmpfs));
+    if plan.mounts.proc {
+        entries.push(Entry::Proc);
+    }
     entries.sort_by_key(|e| e.path().components().count());
     let result = populate_root(sys, &entries);
     for e in &entries {
@@ -471,6 +518,21 @@ fn populate_root<S: Sys>(sys: &mut S, entries: &[Entry<'_>]) -> Result<(), Setup
                 .map_err(|e| fail(format!("mkdir -p {}", parent.display()), e))?;
         }
         match entry {
+            Entry::Proc => {
+                // This process is pid 1 of the job's namespace: the new procfs lists the job's
+                // processes only. Read-only like the host /proc bind it replaces: the job's own
+                // /proc files (oom_score_adj, comm, attr) cannot be written either.
+                sys.mkdir_all(&target)
+                    .map_err(|e| fail(format!("mkdir -p {}", target.display()), e))?;
+                sys.mount(
+                    Some(Path::new("proc")),
+                    &target,
+                    Some("proc"),
+                    nosuid | nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+                    None,
+                )
+                .map_err(|e| fail("mount(proc, /proc, ro nosuid nodev noexec)".into(), e))?;
+            }
             Entry::Tmpfs(t) => {
                 sys.mkdir_all(&target)
                     .map_err(|e| fail(format!("mkdir -p {}", target.display()), e))?;
@@ -533,18 +595,8 @@ fn arm_parent_death_signal<S: Sys>(sys: &mut S, plan: &LaunchPlan) -> Result<(),
             e,
         )
     })?;
-    let ppid = sys.getppid();
-    if ppid != plan.parent_pid {
-        return Err(SetupError::other(
-            Step::ParentDeathSignal,
-            "getppid()",
-            format!(
-                "supervisor pid {} is gone (parent is now {ppid})",
-                plan.parent_pid
-            ),
-        ));
-    }
-    Ok(())
+    sys.parent_alive(plan.parent_pid)
+        .map_err(|m| SetupError::other(Step::ParentDeathSignal, "getppid()", m))
 }
 
 fn c_strings(items: &[String], what: &str) -> Result<Vec<CString>, SetupError> {
@@ -649,8 +701,11 @@ fn exec_first<S: Sys>(
 /// The real system calls.
 #[derive(Debug)]
 pub struct LinuxSys {
-    /// The control socket (close-on-exec).
-    ctrl: File,
+    /// The control socket (close-on-exec); `None` in the monitor and init, which let go of it.
+    ctrl: Option<File>,
+    /// Inside a pid namespace: the write end of the pipe to the monitor (close-on-exec). Init
+    /// writes the job's exit status to it; its POLLERR says the monitor is gone.
+    monitor: Option<std::os::fd::OwnedFd>,
 }
 
 impl Sys for LinuxSys {
@@ -666,8 +721,34 @@ impl Sys for LinuxSys {
     fn set_pdeathsig(&mut self, sig: Signal) -> Result<(), Errno> {
         nix::sys::prctl::set_pdeathsig(sig)
     }
-    fn getppid(&mut self) -> i32 {
-        nix::unistd::getppid().as_raw()
+    fn parent_alive(&mut self, supervisor: i32) -> Result<(), String> {
+        match &self.monitor {
+            // The monitor holds the read end of this pipe for as long as it lives: a pipe with no
+            // reader polls as POLLERR.
+            Some(link) => {
+                use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                let mut fds = [PollFd::new(link.as_fd(), PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::ZERO) {
+                    Ok(_) => match fds[0].revents() {
+                        Some(r) if r.contains(PollFlags::POLLERR) => {
+                            Err("the pid namespace's monitor is gone".into())
+                        }
+                        _ => Ok(()),
+                    },
+                    Err(e) => Err(format!("poll(monitor pipe): {e}")),
+                }
+            }
+            None => {
+                let ppid = nix::unistd::getppid().as_raw();
+                if ppid == supervisor {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "supervisor pid {supervisor} is gone (parent is now {ppid})"
+                    ))
+                }
+            }
+        }
     }
     fn getpid(&mut self) -> i32 {
         nix::unistd::getpid().as_raw()
@@ -684,6 +765,47 @@ impl Sys for LinuxSys {
     }
     fn sethostname(&mut self, name: &str) -> Result<(), Errno> {
         nix::unistd::sethostname(name)
+    }
+    fn enter_pid_namespace(&mut self, plan: &LaunchPlan) -> Result<(), SetupError> {
+        use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+        let fail = |call: &str, e: Errno| SetupError::sys(Step::Namespaces, call, e);
+        let (status_rd, status_wr) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail("pipe2(O_CLOEXEC)", e))?;
+        // Blocked across the fork, so that a TERM arriving before the monitor ignores it cannot
+        // kill the monitor (and, through init's parent-death signal, the job without its grace).
+        let mut old = SigSet::empty();
+        sigprocmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&monitor_ignored()),
+            Some(&mut old),
+        )
+        .map_err(|e| fail("sigprocmask(SIG_BLOCK)", e))?;
+        match sys::fork_in_helper().map_err(|e| fail("fork() into the pid namespace", e))? {
+            nix::unistd::ForkResult::Child => {
+                drop(status_rd);
+                sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)
+                    .map_err(|e| fail("sigprocmask(SIG_SETMASK)", e))?;
+                self.monitor = Some(status_wr);
+                Ok(())
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(status_wr);
+                self.run_monitor(plan, child, status_rd, &old)
+            }
+        }
+    }
+    fn fork_job(&mut self) -> Result<(), SetupError> {
+        match sys::fork_in_helper()
+            .map_err(|e| SetupError::sys(Step::Namespaces, "fork() of the job", e))?
+        {
+            // The job keeps the control socket to report `Started` (it is close-on-exec).
+            nix::unistd::ForkResult::Child => Ok(()),
+            nix::unistd::ForkResult::Parent { child } => {
+                // The supervisor must see EOF once the job has exec'd: init lets go of it.
+                self.ctrl = None;
+                run_init(child, self.monitor.take())
+            }
+        }
     }
     fn mount(
         &mut self,
@@ -821,12 +943,165 @@ impl Sys for LinuxSys {
     }
     fn report(&mut self, msg: &HelperMessage) -> Result<(), Errno> {
         let frame = wire::encode(msg).map_err(|_| Errno::EMSGSIZE)?;
-        self.ctrl.write_all(&frame).map_err(io_errno)
+        let ctrl = self.ctrl.as_mut().ok_or(Errno::EBADF)?;
+        ctrl.write_all(&frame).map_err(io_errno)
     }
     fn execve(&mut self, path: &CString, argv: &[CString], envp: &[CString]) -> Errno {
         match nix::unistd::execve(path, argv, envp) {
             Err(e) => e,
             Ok(never) => match never {},
+        }
+    }
+}
+
+/// Signals the monitor ignores: what the supervisor sends the whole cgroup on cancel or deadline
+/// (`SIGTERM`), and what a terminal or a stray `kill` might send. The job gets them; the
+/// monitor stays until the job is gone. Only `SIGKILL` ends it early (the cgroup kill, or the
+/// parent-death signal when the supervisor dies), and init's parent-death signal then takes the
+/// whole namespace down.
+fn monitor_ignored() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPIPE,
+        Signal::SIGALRM,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
+        set.add(sig);
+    }
+    set
+}
+
+/// The job's exit status as init passes it to the monitor: two bytes, `[0, code]` or
+/// `[1, signal]`.
+fn encode_status(status: nix::sys::wait::WaitStatus) -> Option<[u8; 2]> {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => Some([0, code as u8]),
+        WaitStatus::Signaled(_, sig, _) => Some([1, sig as i32 as u8]),
+        _ => None,
+    }
+}
+
+impl LinuxSys {
+    /// The monitor: outside the job's pid namespace, the supervisor's child for the job's whole
+    /// life. It drops every privilege (the same steps as the job), waits for init, and ends the
+    /// way the job ended, so the supervisor sees the job's own status. Never returns.
+    fn run_monitor(
+        &mut self,
+        plan: &LaunchPlan,
+        init: nix::unistd::Pid,
+        status: std::os::fd::OwnedFd,
+        old_mask: &nix::sys::signal::SigSet,
+    ) -> ! {
+        use nix::sys::signal::{kill, sigprocmask, SigmaskHow, Signal};
+        use nix::sys::wait::{waitpid, WaitStatus};
+        // Init reports setup failures itself, on the control socket: the monitor must not hold it
+        // (the supervisor waits for EOF) nor write to it.
+        self.ctrl = None;
+        let ignored = monitor_ignored()
+            .iter()
+            .try_for_each(|sig| sys::set_signal_ignored(sig, true));
+        let dropped = ignored
+            .map_err(|e| format!("ignore signals: {e}"))
+            .and_then(|()| {
+                sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None)
+                    .map_err(|e| format!("sigprocmask: {e}"))
+            })
+            .and_then(|()| self.drop_monitor_privileges(plan));
+        if dropped.is_err() {
+            // A monitor that kept root would outlive the setup; end the job instead.
+            let _ = kill(init, Signal::SIGKILL);
+            let _ = waitpid(init, None);
+            std::process::exit(SETUP_FAILED_EXIT);
+        }
+        let init_status = loop {
+            match waitpid(init, None) {
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break Some(s),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => break None,
+            }
+        };
+        // Every write end is closed by now (init exited; the job's copy went with its execve),
+        // so this read returns init's report or EOF at once.
+        let mut buf = [0u8; 2];
+        let job = match nix::unistd::read(status.as_raw_fd(), &mut buf) {
+            Ok(2) => Some(buf),
+            _ => None,
+        };
+        // No report: init itself failed (a setup error, already reported on the control socket)
+        // or was killed. Its status is the job's.
+        match job.or_else(|| init_status.and_then(encode_status)) {
+            Some([0, code]) => std::process::exit(i32::from(code)),
+            Some([_, sig]) => die_by_signal(i32::from(sig)),
+            None => std::process::exit(SETUP_FAILED_EXIT),
+        }
+    }
+
+    /// The job's own privilege drop, for the monitor: bounding/ambient/inheritable, groups, gid,
+    /// uid, parent-death signal (re-armed, the supervisor checked), every set empty,
+    /// no_new_privs, no core file.
+    fn drop_monitor_privileges(&mut self, plan: &LaunchPlan) -> Result<(), String> {
+        self.drop_bounding_ambient_inheritable()?;
+        self.setgroups(&plan.supplementary_gids)
+            .map_err(|e| format!("setgroups: {e}"))?;
+        self.setresgid(plan.gid)
+            .map_err(|e| format!("setresgid: {e}"))?;
+        self.setresuid(plan.uid)
+            .map_err(|e| format!("setresuid: {e}"))?;
+        self.set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+        self.parent_alive(plan.parent_pid)?;
+        self.clear_and_verify_caps()?;
+        self.set_no_new_privs()
+            .map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+        self.setrlimit(Rlimit {
+            resource: RlimitResource::Core,
+            soft: 0,
+            hard: 0,
+        })
+        .map_err(|e| format!("RLIMIT_CORE: {e}"))
+    }
+}
+
+/// End this process by `sig`, as the job ended, so the supervisor's wait status is the job's.
+fn die_by_signal(sig: i32) -> ! {
+    use nix::sys::signal::{raise, sigprocmask, SigSet, SigmaskHow, Signal};
+    if let Ok(sig) = Signal::try_from(sig) {
+        let _ = sys::set_signal_ignored(sig, false);
+        let mut set = SigSet::empty();
+        set.add(sig);
+        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+        let _ = raise(sig);
+    }
+    // Only reached for a signal whose default action does not terminate (none ends a process).
+    std::process::exit(128 + sig)
+}
+
+/// Pid 1 of the job's namespace: reap every process that ends up here until the job (pid 2)
+/// itself exits, pass its status to the monitor, and exit, which makes the kernel kill whatever
+/// is left in the namespace. It installs no signal handler, so no signal from inside the
+/// namespace reaches it (pid 1 drops signals it has no handler for). Never returns.
+fn run_init(job: nix::unistd::Pid, monitor: Option<std::os::fd::OwnedFd>) -> ! {
+    use nix::sys::wait::waitpid;
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(-1), None) {
+            Ok(status) if status.pid() == Some(job) => {
+                if let (Some(link), Some(bytes)) = (&monitor, encode_status(status)) {
+                    let _ = nix::unistd::write(link, &bytes);
+                }
+                std::process::exit(0);
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => std::process::exit(SETUP_FAILED_EXIT),
         }
     }
 }
@@ -844,15 +1119,13 @@ pub fn helper_main() -> ! {
         Ok(fd) => fd,
         Err(_) => std::process::exit(SETUP_FAILED_EXIT),
     };
+    let mut ctrl = File::from(sys::take_fd(ctrl_fd));
+    let plan = stdin_devnull().and_then(|()| read_plan(&mut ctrl));
     let mut sys = LinuxSys {
-        ctrl: File::from(sys::take_fd(ctrl_fd)),
+        ctrl: Some(ctrl),
+        monitor: None,
     };
-    let err = match stdin_devnull()
-        .and_then(|()| read_plan(&mut sys.ctrl))
-        .and_then(|plan| {
-            let ctrl = sys.ctrl.as_raw_fd();
-            apply(&mut sys, &plan, ctrl)
-        }) {
+    let err = match plan.and_then(|plan| apply(&mut sys, &plan, ctrl_fd)) {
         Ok(never) => match never {},
         Err(err) => err,
     };

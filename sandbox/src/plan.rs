@@ -54,6 +54,10 @@ pub struct Mounts {
     pub binds: Vec<Bind>,
     /// Size-limited tmpfs mounts (`nosuid`, `nodev`, mode 1777), e.g. `/tmp`, `/dev/shm`.
     pub tmpfs: Vec<Tmpfs>,
+    /// A fresh procfs at `/proc` (`nosuid`, `nodev`, `noexec`) for the job's own pid namespace:
+    /// it lists the job's processes only. Mounted by the namespace's init, so it needs
+    /// [`Namespaces::pid`]; without it the profile's `/proc` bind (the host's) is used.
+    pub proc: bool,
 }
 
 /// One host path in the job's root.
@@ -89,6 +93,10 @@ pub struct Namespaces {
     pub cgroup: bool,
     /// Own mount namespace (private `/tmp`, `/dev/shm`; nothing propagates to the host).
     pub mount: bool,
+    /// Own pid namespace: the job sees and signals only its own processes. The helper forks a
+    /// small init (pid 1 inside) that reaps orphans, and the job runs as pid 2; when the job
+    /// exits, the kernel kills whatever else is left in the namespace.
+    pub pid: bool,
 }
 
 impl Namespaces {
@@ -103,6 +111,7 @@ impl Namespaces {
             (self.uts, CloneFlags::CLONE_NEWUTS, "uts"),
             (self.cgroup, CloneFlags::CLONE_NEWCGROUP, "cgroup"),
             (self.mount, CloneFlags::CLONE_NEWNS, "mount"),
+            (self.pid, CloneFlags::CLONE_NEWPID, "pid"),
         ] {
             if on {
                 flags |= flag;

@@ -35,6 +35,30 @@ pub fn take_fd(fd: RawFd) -> std::os::fd::OwnedFd {
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
+/// `fork()`, for the exec helper only.
+///
+/// The helper forks twice when the job gets its own pid namespace (monitor → init → job).
+pub fn fork_in_helper() -> Result<nix::unistd::ForkResult, Errno> {
+    // SAFETY: fork is unsound only in a multi-threaded process, where the child may inherit a lock
+    // another thread held. The only caller is the exec helper, which `main` enters before any
+    // thread or runtime exists (the helper argument is checked first), so the process has one
+    // thread and the child is a complete copy of it.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Set `sig` to `SIG_IGN` (`ignore`) or back to `SIG_DFL`.
+pub fn set_signal_ignored(sig: nix::sys::signal::Signal, ignore: bool) -> Result<(), Errno> {
+    use nix::sys::signal::SigHandler;
+    let handler = if ignore {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    // SAFETY: `signal` is unsafe because a handler function would run in signal context. SIG_IGN
+    // and SIG_DFL are dispositions, not functions: no code of ours ever runs for the signal.
+    unsafe { nix::sys::signal::signal(sig, handler) }.map(drop)
+}
+
 /// Test-only: a raw system call, so the seccomp tests can compare the kernel's answer with and
 /// without a filter for calls `nix` does not wrap.
 ///

@@ -388,7 +388,14 @@ fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
             writable: r.access == FsAccess::ReadWrite,
         })
         .collect();
-    if binds.iter().any(|b| b.path == Path::new("/proc")) {
+    let has_proc = binds.iter().any(|b| b.path == Path::new("/proc"));
+    // With its own pid namespace the job gets a fresh procfs (its own processes only) in place
+    // of the host's.
+    let proc = has_proc && profile.namespaces.pid;
+    if proc {
+        binds.retain(|b| b.path != Path::new("/proc"));
+    }
+    if has_proc {
         for link in ["/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr"] {
             if Path::new(link).is_symlink() {
                 binds.push(Bind {
@@ -414,7 +421,7 @@ fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
             noexec: true,
         });
     }
-    Mounts { binds, tmpfs }
+    Mounts { binds, tmpfs, proc }
 }
 
 /// The profile's Landlock rules plus this job's own: its workspace and its private tmpfs mounts,

@@ -473,6 +473,30 @@ pub fn is_process_of_uid(pid: i32, uid: u32) -> bool {
     proc_info(pid).is_some_and(|p| p.uids.contains(&uid))
 }
 
+/// The host pid of the process of `uid` that is `ns_pid` inside its own pid namespace (jobs print
+/// `$$`, which is their pid there), waiting (bounded) for it to appear. The innermost `NSpid`
+/// entry is compared, so it also works for a job in the host's pid namespace. Panics unless
+/// exactly one process matches: a test's uid runs one job at a time where this is used.
+pub fn host_pid(uid: u32, ns_pid: i32) -> i32 {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<i32> = uid_procs(uid)
+            .iter()
+            .map(|p| p.pid)
+            .filter(|&pid| {
+                status_field(pid, "NSpid:")
+                    .and_then(|v| v.split_whitespace().last()?.parse::<i32>().ok())
+                    == Some(ns_pid)
+            })
+            .collect();
+        match found.as_slice() {
+            [one] => return *one,
+            [] if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            _ => panic!("process {ns_pid} of uid {uid} (in its pid namespace): found {found:?}"),
+        }
+    }
+}
+
 /// Every process (zombies included) with any uid equal to `uid`.
 pub fn uid_procs(uid: u32) -> Vec<ProcInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -885,8 +909,16 @@ exec sleep 1000
 
 pub const TREE_ROLES: [&str; 4] = ["main", "child", "grandchild", "orphan"];
 
-/// Read the `<role> <pid>` lines of [`escaping_tree_script`] from a running job's stdout.
-pub fn read_tree_pids(p: &mut Proc) -> Vec<(String, i32)> {
+/// Read the `<role> <pid>` lines of [`escaping_tree_script`] from a running job's stdout, and
+/// return each role with its host pid (the job printed its pid-namespace pids).
+pub fn read_tree_pids(p: &mut Proc, uid: u32) -> Vec<(String, i32)> {
+    read_tree_ns_pids(p)
+        .into_iter()
+        .map(|(role, pid)| (role, host_pid(uid, pid)))
+        .collect()
+}
+
+fn read_tree_ns_pids(p: &mut Proc) -> Vec<(String, i32)> {
     // The roles print in any order; collect until all four are seen.
     let mut seen: Vec<(String, i32)> = Vec::new();
     let until = Instant::now() + Duration::from_secs(30);

@@ -13,6 +13,8 @@ struct Recorder {
     ppid: i32,
     exec_results: Vec<Errno>,
     next_fd: RawFd,
+    in_pid_ns: bool,
+    monitor_gone: bool,
 }
 
 impl Recorder {
@@ -36,8 +38,20 @@ impl Sys for Recorder {
     fn set_pdeathsig(&mut self, sig: Signal) -> Result<(), Errno> {
         self.hit(format!("set_pdeathsig({sig})"))
     }
-    fn getppid(&mut self) -> i32 {
-        self.ppid
+    fn parent_alive(&mut self, supervisor: i32) -> Result<(), String> {
+        if self.in_pid_ns {
+            return match self.monitor_gone {
+                true => Err("the pid namespace's monitor is gone".into()),
+                false => Ok(()),
+            };
+        }
+        match self.ppid == supervisor {
+            true => Ok(()),
+            false => Err(format!(
+                "supervisor pid {supervisor} is gone (parent is now {})",
+                self.ppid
+            )),
+        }
     }
     fn getpid(&mut self) -> i32 {
         4242
@@ -50,6 +64,15 @@ impl Sys for Recorder {
     }
     fn sethostname(&mut self, name: &str) -> Result<(), Errno> {
         self.hit(format!("sethostname({name})"))
+    }
+    fn enter_pid_namespace(&mut self, _plan: &LaunchPlan) -> Result<(), SetupError> {
+        self.in_pid_ns = true;
+        self.hit("enter_pid_namespace()".into())
+            .map_err(|e| SetupError::sys(Step::Namespaces, "fork", e))
+    }
+    fn fork_job(&mut self) -> Result<(), SetupError> {
+        self.hit("fork_job()".into())
+            .map_err(|e| SetupError::sys(Step::Namespaces, "fork", e))
     }
     fn mount(
         &mut self,
@@ -185,6 +208,7 @@ fn plan() -> LaunchPlan {
             uts: true,
             cgroup: true,
             mount: true,
+            pid: true,
         },
         mounts: Mounts {
             binds: vec![
@@ -210,6 +234,7 @@ fn plan() -> LaunchPlan {
                 size_bytes: 1024,
                 noexec: false,
             }],
+            proc: true,
         },
         landlock: Some(LandlockPlan {
             fs: vec![FsRule {
@@ -242,8 +267,12 @@ fn steps_run_in_the_documented_order() {
             "set_pdeathsig(SIGKILL)",
             "write_file(/cg/memory/j/cgroup.procs, 4242)",
             "write_file(/cg/unified/j/cgroup.procs, 4242)",
-            "unshare(CloneFlags(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET))",
+            "unshare(CloneFlags(CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET))",
             "sethostname(stockade)",
+            // fork into the pid namespace (this process stays outside as the monitor); fork
+            // cleared the parent-death signal of the child: armed again
+            "enter_pid_namespace()",
+            "set_pdeathsig(SIGKILL)",
             // the job's root: propagation off, hold every source before anything covers it
             "mount(, /, , MsFlags(MS_REC | MS_PRIVATE), )",
             "open_path(/usr) = 1",
@@ -260,6 +289,10 @@ fn steps_run_in_the_documented_order() {
             "mkdir_all(/tmp)",
             "mkdir_all(/tmp/tmp)",
             "mount(tmpfs, /tmp/tmp, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=1024,mode=1777)",
+            // a fresh procfs, mounted by pid 1 of the namespace
+            "mkdir_all(/tmp)",
+            "mkdir_all(/tmp/proc)",
+            "mount(proc, /tmp/proc, proc, MsFlags(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), )",
             "mkdir_all(/tmp/dev)",
             "create_file(/tmp/dev/null)",
             "mount(/proc/self/fd/2, /tmp/dev/null, , MsFlags(MS_BIND | MS_REC), )",
@@ -288,8 +321,11 @@ fn steps_run_in_the_documented_order() {
             "chdir(/ws)",
             // Landlock after no_new_privs and chdir; seccomp last before the report and execve
             "landlock(1 fs rules)",
+            // this process stays as init; the job (pid 2) goes on
+            "fork_job()",
+            "setsid()",
             "seccomp(3 filters)",
-            "report(started, 17 mechanisms)",
+            "report(started, 19 mechanisms)",
             "execve(/usr/bin/sh)",
             "execve(/bin/sh)",
         ]
@@ -368,4 +404,40 @@ fn malformed_plans_are_refused_before_any_side_effect() {
         .message
         .contains("empty command"));
     assert!(sys.calls.is_empty());
+}
+
+#[test]
+fn a_dead_monitor_stops_setup_before_the_mounts() {
+    let mut sys = Recorder {
+        ppid: 100,
+        monitor_gone: true,
+        ..Default::default()
+    };
+    let err = apply(&mut sys, &plan(), 3).unwrap_err();
+    assert_eq!(err.step, Step::ParentDeathSignal);
+    assert_eq!(err.message, "the pid namespace's monitor is gone");
+    assert!(!sys.calls.iter().any(|c| c.starts_with("mount")));
+}
+
+#[test]
+fn without_a_pid_namespace_nothing_forks_and_proc_is_not_mounted() {
+    let mut sys = Recorder {
+        ppid: 100,
+        ..Default::default()
+    };
+    let mut p = plan();
+    p.namespaces.pid = false;
+    p.mounts.proc = false;
+    apply(&mut sys, &p, 3).unwrap_err();
+    assert!(
+        !sys.calls
+            .iter()
+            .any(|c| c.contains("fork") || c.contains("enter_pid") || c.contains("proc, ")),
+        "{:?}",
+        sys.calls
+    );
+    assert!(sys
+        .calls
+        .iter()
+        .any(|c| c == "report(started, 18 mechanisms)"));
 }
