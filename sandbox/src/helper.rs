@@ -188,11 +188,14 @@ pub fn apply<S: Sys>(
         minimal_root(sys, plan)?;
     }
     // 6. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
-    //    are always off: no job memory lands on disk.
+    //    are always off: no job memory lands on disk. RLIMIT_CORE is 1, not 0: a pipe
+    //    core_pattern (systemd-coredump, apport) ignores the limit except exactly 1 ("RLIMIT_CORE
+    //    is set to 1, aborting core", fs/coredump.c), and a file dump needs at least one page.
+    //    seccomp (step 14) keeps the job from lowering it to 0.
     let core = Rlimit {
         resource: RlimitResource::Core,
-        soft: 0,
-        hard: 0,
+        soft: 1,
+        hard: 1,
     };
     for limit in std::iter::once(&core).chain(plan.rlimits.iter()) {
         sys.setrlimit(*limit).map_err(|e| {
@@ -279,7 +282,7 @@ pub fn apply<S: Sys>(
 
 /// The report of the steps above, all of which are mandatory (any failure stopped the launch).
 fn applied(plan: &LaunchPlan) -> Vec<Applied> {
-    let rlimits: Vec<String> = std::iter::once("RLIMIT_CORE=0".to_string())
+    let rlimits: Vec<String> = std::iter::once("RLIMIT_CORE=1".to_string())
         .chain(
             plan.rlimits
                 .iter()

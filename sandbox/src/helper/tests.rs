@@ -274,7 +274,7 @@ fn steps_run_in_the_documented_order() {
             "pivot_root(., .)",
             "umount_detach(.)",
             "chdir(/)",
-            "setrlimit(RLIMIT_CORE, 0, 0)",
+            "setrlimit(RLIMIT_CORE, 1, 1)",
             "setrlimit(RLIMIT_NOFILE, 256, 256)",
             "drop_bounding_ambient_inheritable()",
             "setgroups([])",
