@@ -66,6 +66,7 @@ const PROBE_C: &str = r##"#define _GNU_SOURCE
 #include <sys/ipc.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/shm.h>
@@ -358,6 +359,22 @@ int main(int argc, char **argv) {
         int res = !strcmp(a[0], "core") ? RLIMIT_CORE : !strcmp(a[0], "nofile") ? RLIMIT_NOFILE : RLIMIT_FSIZE;
         rc = setrlimit(res, &rl);
         result(name, rc, NULL);
+    } else if ((!strcmp(op, "setrlimit-lower") || !strcmp(op, "setrlimit-raw-lower")) && n == 1) {
+        /* lower soft and hard to 0: the kernel allows that to anyone. glibc's setrlimit is
+           prlimit64(0, res, new, NULL); the raw one is the old setrlimit system call */
+        struct rlimit rl = {0, 0};
+        int res = !strcmp(a[0], "core") ? RLIMIT_CORE : !strcmp(a[0], "nofile") ? RLIMIT_NOFILE : RLIMIT_FSIZE;
+        rc = strstr(op, "raw") ? syscall(SYS_setrlimit, res, &rl) : setrlimit(res, &rl);
+        result(name, rc, NULL);
+    } else if (!strcmp(op, "dumpable") && n == 0) {
+        rc = prctl(PR_GET_DUMPABLE);
+        char buf[32];
+        snprintf(buf, sizeof buf, "%ld", rc);
+        result(name, rc, buf);
+    } else if (!strcmp(op, "segv") && n == 0) {
+        /* a real crash: SIGSEGV, whose default action dumps core */
+        *(volatile int *)0 = 1;
+        result(name, 0, "survived");
     } else if (!strcmp(op, "getrlimit") && n == 1) {
         struct rlimit rl;
         int res = !strcmp(a[0], "core") ? RLIMIT_CORE : !strcmp(a[0], "nofile") ? RLIMIT_NOFILE : RLIMIT_FSIZE;
@@ -1749,6 +1766,16 @@ fn kernel_tunables_cgroups_and_limits_are_out_of_reach() {
                   ./probe sys_read read /sys/kernel/notes\n\
                   ./probe core_limit getrlimit core\n\
                   ./probe core_raise setrlimit-raise core\n\
+                  ./probe dumpable dumpable\n\
+                  (ulimit -Sc unlimited 2>/dev/null; exec ./probe crash segv) 2>/dev/null\n\
+                  echo RESULT crash_status $?\n\
+                  echo RESULT core_files $(ls -A | grep -c '^core')\n\
+                  echo RESULT ws_files $(ls -A)\n\
+                  ./probe core_lower setrlimit-lower core\n\
+                  ./probe core_lower_raw setrlimit-raw-lower core\n\
+                  ./probe nofile_lower setrlimit-lower nofile\n\
+                  (ulimit -c 0) 2>/dev/null; echo RESULT ulimit_c0 exit=$?\n\
+                  echo RESULT ulimit_c_shows $(ulimit -c)\n\
                   ./probe fsize_raise setrlimit-raise fsize\n\
                   (ulimit -c unlimited) 2>/dev/null; echo RESULT ulimit_c exit=$?\n\
                   ./probe no_aslr personality 0x0040000\n\
@@ -1757,9 +1784,13 @@ fn kernel_tunables_cgroups_and_limits_are_out_of_reach() {
                   echo RESULT cgroup_paths $(cut -d: -f3 /proc/self/cgroup | sort -u)\n\
                   echo RESULT hostname $(cat /proc/sys/kernel/hostname)\n";
     let out = a.job(&ws, script);
-    // /proc is the job's own procfs, mounted read-only (EROFS even for the job's own, DAC-writable
-    // oom_score_adj and comm; Landlock's read-only rule stands behind it); /sys is not listed at all (EACCES even to read); core dumps have a hard
-    // limit of 0 and no CAP_SYS_RESOURCE can raise it; personality(ADDR_NO_RANDOMIZE) is
+    // /proc is the job's own procfs, mounted read-only (EROFS even for the job's own,
+    // DAC-writable oom_score_adj and comm; Landlock's read-only rule stands behind it); /sys is
+    // not listed at all; core dumps have a hard limit of 1 byte (below the one page a core file
+    // needs; exactly 1 also stops a pipe core_pattern), no CAP_SYS_RESOURCE can raise it and
+    // seccomp refuses lowering it to 0 (the shell's ulimit shows 0 blocks); a crash of a dumpable
+    // process leaves no core in the workspace; lowering another limit works;
+    // personality(ADDR_NO_RANDOMIZE) is
     // refused by seccomp (a query is allowed); the cgroup namespace roots every hierarchy at the
     // job's own group; the hostname is the job's own.
     Results::of(&out, "job").expect(&[
@@ -1769,8 +1800,17 @@ fn kernel_tunables_cgroups_and_limits_are_out_of_reach() {
         ("cgroup_read", "ENOENT"),
         ("cgroup_procs", "ENOENT"),
         ("sys_read", "ENOENT"),
-        ("core_limit", "OK 0/0"),
+        ("core_limit", "OK 1/1"),
         ("core_raise", "EPERM"),
+        ("dumpable", "OK 1"),
+        ("crash_status", "139"),
+        ("core_files", "0"),
+        ("ws_files", "probe"),
+        ("core_lower", "EPERM"),
+        ("core_lower_raw", "EPERM"),
+        ("nofile_lower", "OK"),
+        ("ulimit_c0", "exit=2"),
+        ("ulimit_c_shows", "0"),
         ("fsize_raise", "EPERM"),
         ("ulimit_c", "exit=2"),
         ("no_aslr", "EPERM"),
@@ -1780,10 +1820,12 @@ fn kernel_tunables_cgroups_and_limits_are_out_of_reach() {
         ("hostname", "stockade"),
     ]);
 
-    // CONTROL: the same uid without stockade may write its own /proc files, read /sys and turn
-    // off ASLR for itself.
+    // CONTROL: the same uid without stockade may write its own /proc files, read /sys, turn off
+    // ASLR for itself and lower its core limit; with a core limit it may raise, the same crash
+    // leaves a core file in the workspace (this proves the probe sees one).
     let ctl = a.control(&ws, script);
-    Results::of(&ctl, "control (same uid, no stockade)").expect(&[
+    let control = Results::of(&ctl, "control (same uid, no stockade)");
+    control.expect(&[
         ("core_pattern", "EACCES"),
         ("oom_score_adj", "OK"),
         ("comm", "OK"),
@@ -1791,7 +1833,25 @@ fn kernel_tunables_cgroups_and_limits_are_out_of_reach() {
         ("sys_read", "OK"),
         ("no_aslr", "OK"),
         ("setarch_R", "exit=0"),
+        ("dumpable", "OK 1"),
+        ("crash_status", "139"),
+        ("core_lower", "OK"),
+        ("core_lower_raw", "OK"),
+        ("ulimit_c0", "exit=0"),
     ]);
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(0);
+    if pattern.starts_with("core") && !pattern.contains('/') && hard >= 1 << 20 {
+        control.expect(&[("core_files", "1")]);
+    } else {
+        eprintln!(
+            "SKIP control core file: core_pattern {:?}, hard RLIMIT_CORE {hard} \
+             (needs a file pattern \"core...\" and a hard limit of at least 1 MiB)",
+            pattern.trim()
+        );
+    }
     a.finish();
 }
 

@@ -144,6 +144,18 @@ pub fn apply<S: Sys>(
         "environment",
     )?;
     let candidates = exec_candidates(plan)?;
+    // The core limit is the helper's own (step 6): a plan cannot replace it.
+    if plan
+        .rlimits
+        .iter()
+        .any(|l| l.resource == RlimitResource::Core)
+    {
+        return Err(SetupError::other(
+            Step::ReadPlan,
+            "plan",
+            "RLIMIT_CORE is fixed by the helper; the plan may not set it",
+        ));
+    }
 
     // 1. No inherited descriptor reaches the job, CLOEXEC or not (the caller may have leaked some).
     sys.close_fds_except(ctrl).map_err(|e| {
@@ -207,11 +219,14 @@ pub fn apply<S: Sys>(
         minimal_root(sys, plan)?;
     }
     // 6. Resource limits while root (raising a hard limit needs CAP_SYS_RESOURCE). Core dumps
-    //    are always off: no job memory lands on disk.
+    //    are always off: no job memory lands on disk. RLIMIT_CORE is 1, not 0: a pipe
+    //    core_pattern (systemd-coredump, apport) ignores the limit except exactly 1 ("RLIMIT_CORE
+    //    is set to 1, aborting core", fs/coredump.c), and a file dump needs at least one page.
+    //    seccomp (step 14) keeps the job from lowering it to 0.
     let core = Rlimit {
         resource: RlimitResource::Core,
-        soft: 0,
-        hard: 0,
+        soft: 1,
+        hard: 1,
     };
     for limit in std::iter::once(&core).chain(plan.rlimits.iter()) {
         sys.setrlimit(*limit).map_err(|e| {
@@ -310,7 +325,7 @@ pub fn apply<S: Sys>(
 
 /// The report of the steps above, all of which are mandatory (any failure stopped the launch).
 fn applied(plan: &LaunchPlan) -> Vec<Applied> {
-    let rlimits: Vec<String> = std::iter::once("RLIMIT_CORE=0".to_string())
+    let rlimits: Vec<String> = std::iter::once("RLIMIT_CORE=1".to_string())
         .chain(
             plan.rlimits
                 .iter()
@@ -1048,7 +1063,7 @@ impl LinuxSys {
 
     /// The job's own privilege drop, for the monitor: bounding/ambient/inheritable, groups, gid,
     /// uid, parent-death signal (re-armed, the supervisor checked), every set empty,
-    /// no_new_privs, no core file.
+    /// no_new_privs, no core file (the same 1-byte limit as the job's).
     fn drop_monitor_privileges(&mut self, plan: &LaunchPlan) -> Result<(), String> {
         self.drop_bounding_ambient_inheritable()?;
         self.setgroups(&plan.supplementary_gids)
@@ -1065,8 +1080,8 @@ impl LinuxSys {
             .map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
         self.setrlimit(Rlimit {
             resource: RlimitResource::Core,
-            soft: 0,
-            hard: 0,
+            soft: 1,
+            hard: 1,
         })
         .map_err(|e| format!("RLIMIT_CORE: {e}"))
     }

@@ -15,13 +15,13 @@
 //! |---|--------|----------|-----|
 //! | 1 | ABI: `arch` is the native `AUDIT_ARCH_*`, and on x86_64 bit `0x40000000` (x32) of `nr` is clear | else kill the process | every other filter compares native numbers only; an i386 (`int 0x80`) or x32 call would slip past them with different numbers. Hand-written: `seccompiler` checks `arch` but not the x32 bit |
 //! | 2 | `clone3` | `ENOSYS` | its flags sit in memory BPF cannot read; `ENOSYS` makes glibc (2.34+) fall back to `clone(2)`, whose flags filter 3 checks. `EPERM` or a kill would break every `pthread_create` instead |
-//! | 3 | deny list (default mode): the [`default_deny_list`], `unshare` and `setns` (unless [`SeccompPolicy::allow_namespaces`]), `extra_deny`, and three argument checks: `ioctl(_, TIOCSTI or TIOCLINUX)`, `personality(p)` unless `p` is `0` (`PER_LINUX`) or `0xffffffff` (query), `clone(flags)` with any `CLONE_NEW*` flag | the [`DenyAction`] | everything else is allowed |
+//! | 3 | deny list (default mode): the [`default_deny_list`], `unshare` and `setns` (unless [`SeccompPolicy::allow_namespaces`]), `extra_deny`, and five argument checks: `ioctl(_, TIOCSTI or TIOCLINUX)`, `personality(p)` unless `p` is `0` (`PER_LINUX`) or `0xffffffff` (query), `clone(flags)` with any `CLONE_NEW*` flag, `setrlimit(RLIMIT_CORE, _)`, `prlimit64(_, RLIMIT_CORE, new, _)` with `new` not NULL | the [`DenyAction`] | everything else is allowed |
 //!
 //! In allow-list mode filter 3 is replaced by two:
 //!
 //! | # | filter | on match | why |
 //! |---|--------|----------|-----|
-//! | 3 | the argument checks above, for those of `ioctl`, `personality`, `clone` the list allows | the [`DenyAction`] | an allow list names calls, not arguments |
+//! | 3 | the argument checks above, for those of `ioctl`, `personality`, `clone`, `setrlimit`, `prlimit64` the list allows | the [`DenyAction`] | an allow list names calls, not arguments |
 //! | 4 | allow list: the listed calls, minus `extra_deny`, plus [`ALWAYS_ALLOWED`] and `clone3` (left to filter 2) | allow; anything else gets the [`DenyAction`] | installed last: once it is in place, the `seccomp`/`prctl` calls that install further filters might be denied themselves |
 //!
 //! The ABI filter always kills, whatever the [`DenyAction`]: no job has a reason to use a foreign
@@ -30,16 +30,28 @@
 //!
 //! Every filter returns a constant for a given call number unless it looks at arguments, so the
 //! kernel's seccomp action cache (Linux 5.11+) lets most allowed calls skip the filters entirely;
-//! only `ioctl`, `clone` and `personality` run through them on every call.
+//! only `ioctl`, `clone`, `personality`, `setrlimit` and `prlimit64` run through them on every
+//! call.
 //!
 //! # Argument checks
 //!
-//! All three compare only the low 32 bits of the argument, as the kernel does: `ioctl`'s `cmd` and
-//! `personality`'s argument are `unsigned int`, and `clone` uses only the low 32 bits of its
-//! flags, so `0x1_0000_5412` is `TIOCSTI` to the kernel and to the filter alike. `clone`'s flags
+//! Flags, commands and resource numbers are compared on their low 32 bits only, as the kernel
+//! does: `ioctl`'s `cmd`, `personality`'s argument and the `resource` of `setrlimit` and
+//! `prlimit64` are `unsigned int`, and `clone` uses only the low 32 bits of its flags, so
+//! `0x1_0000_5412` is `TIOCSTI` to the kernel and to the filter alike. Pointers are compared on
+//! all 64 bits (`prlimit64`'s `new`: only NULL is a read). `clone`'s flags
 //! are argument 0 on both x86_64 and aarch64 (only the order of the later arguments differs).
 //! `CLONE_NEWTIME` is not checked on `clone(2)`: its bit (`0x80`) lies in the exit-signal byte
 //! there, and the kernel accepts it only from `clone3` (`ENOSYS` here) and `unshare` (denied).
+//!
+//! `RLIMIT_CORE` may be read, never set. The exec helper sets it to 1 (soft and hard): exactly 1
+//! makes the kernel skip a core dump to a pipe `core_pattern` (`systemd-coredump`, apport), which
+//! ignores any other limit ("RLIMIT_CORE is set to 1, aborting core" in `fs/coredump.c`), and it is
+//! below the one page an ELF core file needs, so no file is written either. Lowering a limit needs
+//! no privilege, so without this check a job could set 0 and have its memory piped to the host's
+//! crash collector. `getrlimit` and `prlimit64` with `new == NULL` (glibc's `getrlimit`), and every
+//! other resource, stay allowed. Neither architecture has a separate `ugetrlimit` (only i386 and
+//! 32-bit arm do, and the ABI filter kills those).
 //!
 //! # Compatibility
 //!
@@ -233,7 +245,8 @@ fn errno_text(errno: Errno) -> String {
 /// the running architecture (`iopl`, `ioperm`, `modify_ldt`, `uselib`, ... on aarch64) are skipped.
 ///
 /// Beyond these, deny-list mode denies `unshare` and `setns` unless namespaces are allowed, and
-/// `ioctl`, `personality` and `clone` for certain arguments (see the module docs).
+/// `ioctl`, `personality`, `clone`, `setrlimit` and `prlimit64` for certain arguments (see the
+/// module docs).
 pub fn default_deny_list() -> &'static [&'static str] {
     DEFAULT_DENY
 }
@@ -326,6 +339,9 @@ const TIOCSTI: u64 = 0x5412;
 const TIOCLINUX: u64 = 0x541c;
 const PER_LINUX: u64 = 0;
 const PERSONALITY_QUERY: u64 = 0xffff_ffff;
+/// The job's core limit is 1 (a pipe `core_pattern` is skipped only at exactly 1): it may read
+/// it, never set it.
+const RLIMIT_CORE: u64 = libc::RLIMIT_CORE as u64;
 /// The `CLONE_NEW*` flags `clone(2)` accepts (`CLONE_NEWTIME` is `clone3`/`unshare` only).
 const CLONE_NEW_FLAGS: &[(&str, u64)] = &[
     ("CLONE_NEWNS", 0x0002_0000),
@@ -436,6 +452,8 @@ enum When {
     IoctlTerminalInjection,
     PersonalityChange,
     CloneNewNamespace,
+    SetrlimitCore,
+    PrlimitCoreWrite,
 }
 
 impl When {
@@ -460,6 +478,13 @@ impl When {
                 .iter()
                 .map(|(_, flag)| rule(vec![dword(0, SeccompCmpOp::MaskedEq(*flag), *flag)?]))
                 .collect(),
+            When::SetrlimitCore => Ok(vec![rule(vec![dword(0, SeccompCmpOp::Eq, RLIMIT_CORE)?])?]),
+            // `new` is a pointer: all 64 bits, so 0x1_0000_0000 counts as a write.
+            When::PrlimitCoreWrite => Ok(vec![rule(vec![
+                dword(1, SeccompCmpOp::Eq, RLIMIT_CORE)?,
+                SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0)
+                    .map_err(|e| e.to_string())?,
+            ])?]),
         }
     }
 
@@ -476,6 +501,12 @@ impl When {
                 let names: Vec<&str> = CLONE_NEW_FLAGS.iter().map(|(n, _)| *n).collect();
                 format!(" when arg0 has any of {}", names.join("|"))
             }
+            When::SetrlimitCore => {
+                format!(" when arg0 (low 32 bits) is RLIMIT_CORE ({RLIMIT_CORE})")
+            }
+            When::PrlimitCoreWrite => format!(
+                " when arg1 (low 32 bits) is RLIMIT_CORE ({RLIMIT_CORE}) and arg2 (new limit) is not NULL"
+            ),
         }
     }
 }
@@ -485,6 +516,8 @@ fn argument_checks(policy: &SeccompPolicy) -> Vec<(&'static str, When)> {
     let mut checks = vec![
         ("ioctl", When::IoctlTerminalInjection),
         ("personality", When::PersonalityChange),
+        ("setrlimit", When::SetrlimitCore),
+        ("prlimit64", When::PrlimitCoreWrite),
     ];
     if !policy.allow_namespaces {
         checks.push(("clone", When::CloneNewNamespace));
@@ -567,7 +600,7 @@ fn compile_for(policy: &SeccompPolicy, arch: Arch) -> Result<CompiledSeccomp, Se
             for (name, when) in argument_checks(policy) {
                 let nr = arch
                     .nr(name)
-                    .expect("ioctl, personality and clone exist everywhere");
+                    .expect("every argument-checked call exists on every architecture");
                 deny.entry(nr).or_insert((name, when));
             }
             for (&nr, &name) in &extra {

@@ -307,7 +307,7 @@ fn steps_run_in_the_documented_order() {
             "pivot_root(., .)",
             "umount_detach(.)",
             "chdir(/)",
-            "setrlimit(RLIMIT_CORE, 0, 0)",
+            "setrlimit(RLIMIT_CORE, 1, 1)",
             "setrlimit(RLIMIT_NOFILE, 256, 256)",
             "drop_bounding_ambient_inheritable()",
             "setgroups([])",
@@ -403,6 +403,19 @@ fn malformed_plans_are_refused_before_any_side_effect() {
         .unwrap_err()
         .message
         .contains("empty command"));
+    assert!(sys.calls.is_empty());
+    let mut p = plan();
+    p.rlimits.push(Rlimit {
+        resource: RlimitResource::Core,
+        soft: u64::MAX,
+        hard: u64::MAX,
+    });
+    let err = apply(&mut sys, &p, 3).unwrap_err();
+    assert!(
+        err.message.contains("RLIMIT_CORE is fixed"),
+        "{}",
+        err.message
+    );
     assert!(sys.calls.is_empty());
 }
 

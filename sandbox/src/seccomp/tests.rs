@@ -291,11 +291,13 @@ fn hash_covers_every_instruction() {
 fn summary_lists_every_denied_call() {
     let compiled = compile(&SeccompPolicy::default()).unwrap();
     let arch = native();
-    for name in DEFAULT_DENY
-        .iter()
-        .chain(NAMESPACE_CALLS)
-        .chain(&["ioctl", "personality", "clone"])
-    {
+    for name in DEFAULT_DENY.iter().chain(NAMESPACE_CALLS).chain(&[
+        "ioctl",
+        "personality",
+        "clone",
+        "setrlimit",
+        "prlimit64",
+    ]) {
         let Some(nr) = arch.nr(name) else {
             continue;
         };
@@ -314,6 +316,17 @@ fn summary_lists_every_denied_call() {
         .find(|l| l.starts_with("deny ioctl "))
         .unwrap();
     assert!(ioctl.ends_with("when arg1 (low 32 bits) is TIOCSTI (0x5412) or TIOCLINUX (0x541c)"));
+    let line = |prefix: &str| {
+        compiled
+            .summary
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .unwrap()
+            .clone()
+    };
+    assert!(line("deny setrlimit ").ends_with("when arg0 (low 32 bits) is RLIMIT_CORE (4)"));
+    assert!(line("deny prlimit64 ")
+        .ends_with("when arg1 (low 32 bits) is RLIMIT_CORE (4) and arg2 (new limit) is not NULL"));
     for line in &compiled.summary {
         println!("{line}");
     }
@@ -424,6 +437,120 @@ fn arguments_are_checked_on_their_low_32_bits() {
         assert_eq!(eval(&open, arch, "setns", [3, 0, 0, 0, 0, 0]), ALLOW_RET);
         assert_eq!(eval(&open, arch, "ioctl", arg1(0x5412)), EPERM_RET);
     }
+}
+
+#[test]
+fn core_limit_may_be_read_but_never_set() {
+    const CORE: u64 = 4;
+    const NOFILE: u64 = 7;
+    const PTR: u64 = 0x7ffd_1234_5678; // any non-NULL pointer
+    let prlimit = |resource: u64, new: u64, old: u64| [0, resource, new, old, 0, 0];
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        for (policy, want) in [
+            (SeccompPolicy::default(), EPERM_RET),
+            (
+                SeccompPolicy {
+                    deny_action: DenyAction::KillProcess,
+                    ..SeccompPolicy::default()
+                },
+                KILL_RET,
+            ),
+            (
+                SeccompPolicy {
+                    allow_namespaces: true,
+                    ..SeccompPolicy::default()
+                },
+                EPERM_RET,
+            ),
+            (
+                allow_list(&["setrlimit", "prlimit64", "getrlimit"]),
+                EPERM_RET,
+            ),
+        ] {
+            let compiled = compile_for(&policy, arch).unwrap();
+            let ev = |name, args| eval(&compiled, arch, name, args);
+            let ctx = format!("{arch:?} {policy:?}");
+            // Writes of RLIMIT_CORE, whatever the upper half of the resource.
+            assert_eq!(ev("setrlimit", [CORE, PTR, 0, 0, 0, 0]), want, "{ctx}");
+            assert_eq!(ev("setrlimit", [CORE, 0, 0, 0, 0, 0]), want, "{ctx}");
+            assert_eq!(ev("setrlimit", arg0(0xffff_ffff_0000_0004)), want, "{ctx}");
+            assert_eq!(ev("prlimit64", prlimit(CORE, PTR, 0)), want, "{ctx}");
+            assert_eq!(ev("prlimit64", prlimit(CORE, PTR, PTR)), want, "{ctx}");
+            assert_eq!(ev("prlimit64", [1234, CORE, PTR, 0, 0, 0]), want, "{ctx}"); // other pid
+            assert_eq!(
+                ev("prlimit64", prlimit(0x1_0000_0004, PTR, 0)),
+                want,
+                "{ctx}"
+            );
+            // A pointer is compared on all 64 bits: only NULL is a read.
+            assert_eq!(
+                ev("prlimit64", prlimit(CORE, 0x1_0000_0000, 0)),
+                want,
+                "{ctx}"
+            );
+            assert_eq!(
+                ev("prlimit64", prlimit(CORE, 0xffff_ffff, 0)),
+                want,
+                "{ctx}"
+            );
+            // Reads of RLIMIT_CORE (glibc's getrlimit is prlimit64 with new == NULL).
+            assert_eq!(ev("prlimit64", prlimit(CORE, 0, PTR)), ALLOW_RET, "{ctx}");
+            assert_eq!(ev("prlimit64", prlimit(CORE, 0, 0)), ALLOW_RET, "{ctx}");
+            assert_eq!(ev("getrlimit", [CORE, PTR, 0, 0, 0, 0]), ALLOW_RET, "{ctx}");
+            // Every other resource, read or written.
+            for resource in [
+                0,
+                1,
+                2,
+                3,
+                5,
+                6,
+                NOFILE,
+                8,
+                15,
+                0x1_0000_0000,
+                0x4_0000_0000,
+            ] {
+                assert_eq!(
+                    ev("setrlimit", [resource, PTR, 0, 0, 0, 0]),
+                    ALLOW_RET,
+                    "{ctx} {resource:#x}"
+                );
+                assert_eq!(
+                    ev("prlimit64", prlimit(resource, PTR, PTR)),
+                    ALLOW_RET,
+                    "{ctx} {resource:#x}"
+                );
+            }
+            // The resource is not the first argument of prlimit64.
+            assert_eq!(ev("prlimit64", [CORE, NOFILE, PTR, 0, 0, 0]), ALLOW_RET);
+        }
+    }
+    // An allow list without setrlimit/prlimit64 denies them whole; no argument-check filter
+    // is needed for them.
+    let plain = compile_for(&allow_list(&["getrlimit"]), native()).unwrap();
+    assert_eq!(plain.filters.len(), 3);
+    assert_eq!(
+        eval(&plain, native(), "prlimit64", prlimit(CORE, 0, PTR)),
+        EPERM_RET
+    );
+    assert_eq!(
+        eval(&plain, native(), "getrlimit", [CORE, PTR, 0, 0, 0, 0]),
+        ALLOW_RET
+    );
+    // extra_deny overrides the argument check: every call denied.
+    let all = compile_for(
+        &SeccompPolicy {
+            extra_deny: vec!["prlimit64".into()],
+            ..SeccompPolicy::default()
+        },
+        native(),
+    )
+    .unwrap();
+    assert_eq!(
+        eval(&all, native(), "prlimit64", prlimit(NOFILE, 0, PTR)),
+        EPERM_RET
+    );
 }
 
 #[test]
@@ -798,6 +925,36 @@ fn install_in_child(policy: &SeccompPolicy) {
 }
 
 const CLONE_THREAD: libc::c_long = libc::CLONE_THREAD as libc::c_long;
+const CORE: libc::c_long = libc::RLIMIT_CORE as libc::c_long;
+const NOFILE: libc::c_long = libc::RLIMIT_NOFILE as libc::c_long;
+
+/// Read and lower limits through libc, as a job would: RLIMIT_CORE to 0 (what re-enables a
+/// pipe core dump), RLIMIT_NOFILE by one.
+fn rlimit_probes() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let ok = |r: Result<(), Errno>| show(r.map(|()| 0)).replace("ok:0", "ok");
+    println!(
+        "PROBE libc-getrlimit-CORE {}",
+        ok(getrlimit(Resource::RLIMIT_CORE).map(drop))
+    );
+    println!(
+        "PROBE libc-setrlimit-CORE-lower {}",
+        ok(setrlimit(Resource::RLIMIT_CORE, 0, 0))
+    );
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let lower = hard - 1;
+    println!(
+        "PROBE libc-setrlimit-NOFILE-lower {}",
+        ok(setrlimit(Resource::RLIMIT_NOFILE, soft.min(lower), lower))
+    );
+    println!(
+        "PROBE libc-getrlimit-NOFILE-lowered {}",
+        match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((_, h)) if h == lower => "ok".to_string(),
+            other => format!("{other:?}"),
+        }
+    );
+}
 
 /// Probes whose kernel answer (no filter) is known and is not EPERM: (label, call, arguments).
 /// `fd` is an open /dev/null. Pointers are null; `clone` always carries CLONE_THREAD without
@@ -872,6 +1029,48 @@ fn argument_probes(fd: libc::c_long) -> Vec<(String, libc::c_long, [libc::c_long
             args(&[CLONE_THREAD]),
         ),
         ("clone3".into(), libc::SYS_clone3, args(&[])),
+        // RLIMIT_CORE (4): written through a NULL or page-zero pointer, so the kernel answers
+        // EFAULT without the filter and no limit changes either way.
+        (
+            "setrlimit-CORE".into(),
+            libc::SYS_setrlimit,
+            args(&[CORE, 0]),
+        ),
+        (
+            "setrlimit-CORE-high-bits".into(),
+            libc::SYS_setrlimit,
+            args(&[0x1_0000_0000 | CORE, 0]),
+        ),
+        (
+            "setrlimit-NOFILE".into(),
+            libc::SYS_setrlimit,
+            args(&[NOFILE, 0]),
+        ),
+        (
+            "prlimit64-CORE-write".into(),
+            libc::SYS_prlimit64,
+            args(&[0, CORE, 1, 0]),
+        ),
+        (
+            "prlimit64-CORE-write-high-bits".into(),
+            libc::SYS_prlimit64,
+            args(&[0, 0x1_0000_0000 | CORE, 1, 0]),
+        ),
+        (
+            "prlimit64-CORE-read".into(),
+            libc::SYS_prlimit64,
+            args(&[0, CORE, 0, 0]),
+        ),
+        (
+            "prlimit64-CORE-read-page-zero".into(),
+            libc::SYS_prlimit64,
+            args(&[0, CORE, 0, 1]),
+        ),
+        (
+            "prlimit64-NOFILE-write".into(),
+            libc::SYS_prlimit64,
+            args(&[0, NOFILE, 1, 0]),
+        ),
     ];
     for (name, flag) in CLONE_NEW_FLAGS {
         list.push((
@@ -906,6 +1105,19 @@ fn expected_argument_probes() -> Vec<(String, String, String)> {
         ("setns", "err:EPERM", "err:EBADF"),
         ("clone-thread-without-sighand", "err:EINVAL", "err:EINVAL"),
         ("clone3", "err:ENOSYS", "err:EINVAL"),
+        ("setrlimit-CORE", "err:EPERM", "err:EFAULT"),
+        ("setrlimit-CORE-high-bits", "err:EPERM", "err:EFAULT"),
+        ("setrlimit-NOFILE", "err:EFAULT", "err:EFAULT"),
+        ("prlimit64-CORE-write", "err:EPERM", "err:EFAULT"),
+        ("prlimit64-CORE-write-high-bits", "err:EPERM", "err:EFAULT"),
+        ("prlimit64-CORE-read", "ok:0", "ok:0"),
+        ("prlimit64-CORE-read-page-zero", "err:EFAULT", "err:EFAULT"),
+        ("prlimit64-NOFILE-write", "err:EFAULT", "err:EFAULT"),
+        // Through libc (glibc: prlimit64 for both), with real memory.
+        ("libc-getrlimit-CORE", "ok", "ok"),
+        ("libc-setrlimit-CORE-lower", "err:EPERM", "ok"),
+        ("libc-setrlimit-NOFILE-lower", "ok", "ok"),
+        ("libc-getrlimit-NOFILE-lowered", "ok", "ok"),
     ]
     .iter()
     .map(|(l, f, u)| (l.to_string(), f.to_string(), u.to_string()))
@@ -959,6 +1171,7 @@ fn child_entry() {
             for (label, nr, a) in argument_probes(fd) {
                 probe(&label, nr, a);
             }
+            rlimit_probes();
             if filtered {
                 probe("ptrace-TRACEME", libc::SYS_ptrace, args(&[0]));
                 println!(
@@ -1010,6 +1223,18 @@ fn child_entry() {
             probe("ptrace-bogus-request", libc::SYS_ptrace, args(&[0x4242]));
             probe("ioctl-TIOCSTI", libc::SYS_ioctl, args(&[fd, 0x5412]));
             probe("clone3", libc::SYS_clone3, args(&[]));
+            probe(
+                "prlimit64-CORE-write",
+                libc::SYS_prlimit64,
+                args(&[0, CORE, 1, 0]),
+            );
+            probe(
+                "prlimit64-CORE-read",
+                libc::SYS_prlimit64,
+                args(&[0, CORE, 0, 0]),
+            );
+            probe("setrlimit-CORE", libc::SYS_setrlimit, args(&[CORE, 0]));
+            rlimit_probes();
             probe(
                 "clone-CLONE_NEWNET",
                 libc::SYS_clone,
@@ -1162,6 +1387,12 @@ fn kernel_allow_list_denies_the_rest() {
     assert_eq!(got["ptrace-bogus-request"], "err:ESRCH"); // allowed by this list
     assert_eq!(got["ioctl-TIOCSTI"], "err:EPERM");
     assert_eq!(got["clone3"], "err:ENOSYS");
+    assert_eq!(got["prlimit64-CORE-write"], "err:EPERM");
+    assert_eq!(got["prlimit64-CORE-read"], "ok:0");
+    assert_eq!(got["setrlimit-CORE"], "err:EPERM");
+    assert_eq!(got["libc-getrlimit-CORE"], "ok");
+    assert_eq!(got["libc-setrlimit-CORE-lower"], "err:EPERM");
+    assert_eq!(got["libc-setrlimit-NOFILE-lower"], "ok");
     assert_eq!(got["clone-CLONE_NEWNET"], "err:EPERM");
     assert_eq!(got["thread"], "ok");
     assert_eq!(got["spawn-true"], "Ok(true)");
