@@ -3,7 +3,7 @@
 //! The helper does no policy work: it parses nothing but this plan, looks nothing up but the
 //! command in the plan's `PATH`, and applies the steps in [`crate::helper`] in order.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,54 @@ impl Namespaces {
             }
         }
         (flags, names)
+    }
+
+    /// The namespaces asked for that the running kernel does not have (no `/proc/self/ns/<name>`).
+    pub fn missing_in_kernel(&self) -> Vec<&'static str> {
+        self.missing_under(Path::new("/proc/self/ns"))
+    }
+
+    /// [`Namespaces::missing_in_kernel`] against another `ns` directory (for tests).
+    pub fn missing_under(&self, ns_dir: &Path) -> Vec<&'static str> {
+        let (_, names) = self.flags();
+        names
+            .into_iter()
+            .filter(|name| {
+                // The mount namespace's entry is called `mnt`.
+                let entry = if *name == "mount" { "mnt" } else { name };
+                !ns_dir.join(entry).exists()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_namespaces_are_named_by_their_profile_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in ["mnt", "net", "uts"] {
+            std::fs::write(dir.path().join(entry), "").unwrap();
+        }
+        let all = Namespaces {
+            net: true,
+            ipc: true,
+            uts: true,
+            cgroup: true,
+            mount: true,
+            pid: true,
+        };
+        assert_eq!(all.missing_under(dir.path()), ["ipc", "cgroup", "pid"]);
+        let some = Namespaces {
+            net: true,
+            mount: true,
+            ..Namespaces::default()
+        };
+        assert!(some.missing_under(dir.path()).is_empty());
+        // This kernel has them all (the tests run on Linux 5.6+).
+        assert!(all.missing_in_kernel().is_empty());
     }
 }
 

@@ -139,6 +139,14 @@ pub fn check_request(
             env: req.env.clone(),
         })
         .map_err(|r| r.0)?;
+    // Namespaces have no best-effort mode: one the kernel lacks refuses the job.
+    if let Some(name) = profile.namespaces.missing_in_kernel().first() {
+        return Err(format!(
+            "profile {}: namespaces.{name} is on, but this kernel has no {name} namespace \
+             (/proc/self/ns missing its entry); hint: set namespaces.{name} = false in the profile",
+            profile.name
+        ));
+    }
     let workspace = match &req.workspace {
         None => None,
         Some(ws) => Some(check_workspace(ws, roots)?),
