@@ -1,0 +1,4 @@
+//! Limits, deadlines and teardown causes on the real kernel (root): each limit is proven by a job
+//! that tries to break it.
+
+mod common;
