@@ -63,6 +63,10 @@ pub struct ProfileOpts {
     pub grace_secs: u64,
     pub memory_mib: u64,
     pub pids: u64,
+    /// More `[limits]` lines, verbatim (e.g. `"cpu_secs = 30\n"`).
+    pub extra_limits: String,
+    /// More sections at the end of the profile, verbatim (e.g. `"[mechanisms]\n..."`).
+    pub extra_sections: String,
 }
 
 impl Default for ProfileOpts {
@@ -72,6 +76,8 @@ impl Default for ProfileOpts {
             grace_secs: 1,
             memory_mib: 256,
             pids: 128,
+            extra_limits: String::new(),
+            extra_sections: String::new(),
         }
     }
 }
@@ -364,15 +370,17 @@ memory_mib = {mem}
 pids = {pids}
 nofile = 256
 fsize_mib = 64
-
+{extra_limits}
 [env]
 set = {{ PATH = "/usr/local/bin:/usr/bin:/bin", LANG = "C.UTF-8" }}
 allow = ["TERM"]
-"#,
+{extra_sections}"#,
         wall = o.wall_timeout_secs,
         grace = o.grace_secs,
         mem = o.memory_mib,
         pids = o.pids,
+        extra_limits = o.extra_limits,
+        extra_sections = o.extra_sections,
     )
 }
 
