@@ -519,3 +519,101 @@ fn limits_the_host_cannot_enforce_refuse_required_profiles_and_are_reported_when
     );
     env.finish();
 }
+
+/// The state letter of a process (`R`, `S`, `Z`, ...).
+fn state_of(pid: i32) -> Option<char> {
+    proc_info(pid).and_then(|p| p.state.chars().next())
+}
+
+#[test]
+fn teardown_does_not_wait_for_a_client_that_stopped_reading() {
+    if !require_root("teardown_does_not_wait_for_a_client_that_stopped_reading") {
+        return;
+    }
+    let env = TestEnv::new("lim-stalled", 61258);
+    let d = Daemon::start(&env);
+    let marker = "marker-stalled-client";
+    let mut job = Proc::spawn(d.run_cmd(
+        &["--profile", PROFILE, "--json"],
+        &["sh", "-c", &format!(": {marker}; exec yes")],
+    ));
+    job.wait_line("y", Duration::from_secs(30));
+    // The client stops reading: its socket, the daemon's output channel and the job's pipe fill
+    // up, and `yes` blocks in write(2).
+    job.signal(Signal::SIGSTOP);
+    let id = d.job_id_from_ps(marker);
+    let yes = loop {
+        if let Some(p) = env.new_procs().into_iter().find(|p| p.name == "yes") {
+            break p.pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while state_of(yes) != Some('S') {
+        assert!(
+            std::time::Instant::now() < until,
+            "yes never blocked on its full pipe: {:?}",
+            proc_info(yes)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = d.client("cancel", &[&id]);
+    assert_eq!(c.code(), 0, "{}", c.describe());
+    // The job ends and its cgroup goes although the client still reads nothing: the output
+    // readers are abandoned after their bound.
+    env.assert_nothing_left("cancel with a stalled client");
+    job.signal(Signal::SIGCONT);
+    let out = job.finish();
+    assert_eq!(out.code(), 143, "{}", out.stderr);
+    let rec = out.record();
+    assert_eq!(rec.cause, Cause::Canceled);
+    assert_accounted(&rec, &out);
+    assert!(rec.output_bytes > 0);
+    assert!(d.stop().success());
+    env.finish();
+}
+
+#[test]
+fn a_named_workspace_cannot_get_a_budget() {
+    if !require_root("a_named_workspace_cannot_get_a_budget") {
+        return;
+    }
+    let env = TestEnv::with_profile("lim-named-ws", 61259, opts("workspace_mib = 16\n"));
+    let ws = env.shared_workspace("ws");
+    let ws_arg = ws.to_str().unwrap();
+    let out = env.exec_args(
+        &["--profile", PROFILE, "--json", "--workspace", ws_arg],
+        &["true"],
+    );
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    match out.record().cause {
+        Cause::Rejected { reason } => assert!(
+            reason.contains("limits.workspace_mib = 16 applies to fresh workspaces only"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // best_effort: it runs on the host directory, and the record says the budget is not in force.
+    env.write_profile(
+        PROFILE,
+        &profile_toml(
+            "lim-named-ws",
+            env.uid,
+            &ProfileOpts {
+                extra_limits: "workspace_mib = 16\n".into(),
+                extra_sections: "[mechanisms]\nlimits = \"best_effort\"\n".into(),
+                ..ProfileOpts::default()
+            },
+        ),
+    );
+    let out = env.exec_args(
+        &["--profile", PROFILE, "--json", "--workspace", ws_arg],
+        &["sh", "-c", "echo kept > f"],
+    );
+    assert_eq!(out.code(), 0, "{}", out.describe());
+    let budget = mechanism(&out.record(), "workspace.budget").clone();
+    assert_eq!(budget.status, Enforcement::NotEnforced, "{budget:?}");
+    assert_eq!(std::fs::read_to_string(ws.join("f")).unwrap(), "kept\n");
+    std::fs::remove_file(ws.join("f")).unwrap();
+    env.finish();
+}

@@ -158,7 +158,9 @@ pub fn check_request(
     if let (Some(ws), Some(budget)) = (&workspace, profile.workspace_bytes) {
         if profile.limits_requirement == Requirement::Required {
             return Err(format!(
-                "workspace {} refused: profile {}'s limits.workspace_mib = {} applies to fresh                  workspaces only (a tmpfs of that size); omit --workspace, or set                  mechanisms.limits = \"best_effort\" to run without the budget",
+                "workspace {} refused: profile {}'s limits.workspace_mib = {} applies to fresh \
+                 workspaces only (a tmpfs of that size); omit --workspace, or set \
+                 mechanisms.limits = \"best_effort\" to run without the budget",
                 ws.display(),
                 profile.name,
                 budget >> 20
