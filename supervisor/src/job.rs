@@ -445,14 +445,10 @@ fn enforcement(
     }
     out.push(memory);
     out.push(limit("cgroup.pids", limits.pids, " processes"));
-    let cpu_source = if launcher.cgroups.layout().has_controller("cpu-accounting")
-        && !matches!(
-            launcher.cgroups.layout(),
-            stockade_sandbox::cgroup::Layout::V1 { .. }
-        ) {
-        "cgroup2 cpu.stat"
-    } else {
-        "cpuacct.usage"
+    // Where JobCgroup::cpu_usage_ns reads from on this layout.
+    let cpu_source = match launcher.cgroups.layout() {
+        stockade_sandbox::cgroup::Layout::V1 { .. } => "cpuacct.usage",
+        _ => "cgroup2 cpu.stat",
     };
     out.extend(crate::limits::mechanisms(extra.job, cpu_source));
     out.push(match extra.workspace {
