@@ -339,6 +339,9 @@ impl Profile {
             }
             env.insert(k.clone(), v.clone());
         }
+        if req.cpu_limit.is_some() {
+            limits::host_can_enforce(self, "cgroup.cpu_time", "a CPU limit")?;
+        }
         let cpu_limit = limits::narrow_duration(
             "CPU limit",
             "limits.cpu_secs",

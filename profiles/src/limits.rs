@@ -178,6 +178,26 @@ pub(crate) fn check_requirement(r: Requirement, problem: &mut Problem<'_>) {
     }
 }
 
+/// Refuse a request's limit on a mechanism this host cannot enforce (noted by
+/// [`ProfileSet::check_host`] for a `best_effort` profile): it would never hold.
+pub(crate) fn host_can_enforce(
+    profile: &crate::Profile,
+    mechanism: &str,
+    what: &str,
+) -> Result<(), Rejection> {
+    match profile
+        .host_notes
+        .iter()
+        .find(|n| n.mechanism == mechanism && n.status == Status::NotEnforced)
+    {
+        Some(note) => Err(Rejection(format!(
+            "{what} cannot be enforced on this host ({})",
+            note.detail
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A narrowing of a duration limit by a request: never zero, never above the profile's.
 pub(crate) fn narrow_duration(
     what: &str,

@@ -402,6 +402,18 @@ fn a_best_effort_limit_this_host_cannot_enforce_is_dropped_and_noted() {
     assert!(p.host_notes[1]
         .detail
         .starts_with("limits.pids = 100: the pids cgroup controller"));
+    // A request cannot bring back a CPU limit this host cannot account.
+    let err = p
+        .resolve(&Overrides {
+            cpu_limit: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .0;
+    assert!(
+        err.starts_with("a CPU limit cannot be enforced on this host (limits.cpu_secs = 30: "),
+        "{err}"
+    );
 }
 
 #[test]
