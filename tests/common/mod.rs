@@ -552,6 +552,25 @@ impl Proc {
         self.child.id() as i32
     }
 
+    /// End a process a test gives up on: SIGTERM first, so that a `stockade exec` or `run`
+    /// cancels its job and cleans up (a SIGKILLed `exec` leaves the job's forked processes
+    /// behind until crash recovery exists), then SIGKILL if it has not exited within 30 s.
+    fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).unwrap_or_else(|e| panic!("kill {sig}: {e}"));
     }
@@ -565,8 +584,7 @@ impl Proc {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    self.stop();
                     panic!("no stdout line starting with {prefix:?} within {limit:?} ({e})");
                 }
             }
@@ -585,8 +603,7 @@ impl Proc {
                 break s;
             }
             if Instant::now() >= until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.stop();
                 panic!("process {} did not end within {limit:?}", self.pid());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -616,10 +633,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         // A test that panicked part-way must not leave its stockade running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop();
     }
 }
 
