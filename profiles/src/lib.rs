@@ -16,6 +16,9 @@ use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::seccomp::{CompiledSeccomp, SeccompPolicy};
 pub use stockade_sandbox::Namespaces;
 
+mod limits;
+pub use limits::{HostLimits, HostNote};
+
 /// The default profiles shipped in the binary: (name, TOML text).
 pub const EMBEDDED: [(&str, &str); 3] = [
     ("agent", include_str!("../defaults/agent.toml")),
@@ -112,6 +115,9 @@ struct MechanismsFile {
     landlock: Requirement,
     #[serde(default)]
     seccomp: Requirement,
+    /// Cgroup limits (memory, pids, CPU time) and the workspace budget.
+    #[serde(default)]
+    limits: Requirement,
 }
 
 /// How a profile wants a mechanism.
@@ -171,29 +177,35 @@ struct IdentityFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Signed, so that a negative value is refused by our validation naming the key, rather than by
+// the TOML deserializer with a message that does not.
 struct LimitsFile {
-    wall_timeout_secs: u64,
+    wall_timeout_secs: i64,
     #[serde(default = "default_grace")]
-    grace_secs: u64,
-    memory_mib: Option<u64>,
-    pids: Option<u64>,
-    nofile: Option<u64>,
-    fsize_mib: Option<u64>,
+    grace_secs: i64,
+    memory_mib: Option<i64>,
+    pids: Option<i64>,
+    nofile: Option<i64>,
+    fsize_mib: Option<i64>,
     #[serde(default = "default_tmp_mib")]
-    tmp_mib: u64,
+    tmp_mib: i64,
     #[serde(default = "default_shm_mib")]
-    shm_mib: u64,
+    shm_mib: i64,
+    cpu_secs: Option<i64>,
+    idle_timeout_secs: Option<i64>,
+    output_mib: Option<i64>,
+    workspace_mib: Option<i64>,
 }
 
-fn default_grace() -> u64 {
+fn default_grace() -> i64 {
     5
 }
 
-fn default_tmp_mib() -> u64 {
+fn default_tmp_mib() -> i64 {
     256
 }
 
-fn default_shm_mib() -> u64 {
+fn default_shm_mib() -> i64 {
     64
 }
 
@@ -245,6 +257,21 @@ pub struct Profile {
     pub landlock: Option<LandlockPlan>,
     /// Seccomp filters, compiled at load; `None`: off.
     pub seccomp: Option<CompiledSeccomp>,
+    /// CPU time of the whole job (its cgroup's usage), `limits.cpu_secs`.
+    pub cpu_limit: Option<Duration>,
+    /// No output for this long ends the job, `limits.idle_timeout_secs`.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes of stdout + stderr delivered before the job is ended, `limits.output_mib`.
+    pub output_limit_bytes: Option<u64>,
+    /// Size of a fresh workspace (a tmpfs in the job's mount namespace), `limits.workspace_mib`.
+    pub workspace_bytes: Option<u64>,
+    /// `mechanisms.limits`: whether a limit this host cannot enforce refuses the profile.
+    pub limits_requirement: Requirement,
+    /// Limits this host cannot fully enforce, found by [`ProfileSet::check_host`] for a
+    /// `best_effort` profile; each goes into every job's enforcement report.
+    pub host_notes: Vec<HostNote>,
+    /// The file the profile came from (for errors found after loading).
+    pub file: PathBuf,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -254,6 +281,12 @@ pub struct Overrides {
     pub timeout: Option<Duration>,
     /// Extra environment; names must be in the profile's `env.allow`.
     pub env: Vec<(String, String)>,
+    /// A lower CPU-time limit.
+    pub cpu_limit: Option<Duration>,
+    /// A shorter idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// A lower output limit, bytes.
+    pub output_limit_bytes: Option<u64>,
 }
 
 /// A profile narrowed by a request: what one job gets.
@@ -265,6 +298,12 @@ pub struct Resolved {
     pub grace: Duration,
     /// Complete environment of the job.
     pub env: Vec<(String, String)>,
+    /// CPU-time limit of the whole job.
+    pub cpu_limit: Option<Duration>,
+    /// Idle (no output) timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Output limit, bytes of stdout + stderr.
+    pub output_limit_bytes: Option<u64>,
 }
 
 /// Why a request was refused.
@@ -303,10 +342,37 @@ impl Profile {
             }
             env.insert(k.clone(), v.clone());
         }
+        if req.cpu_limit.is_some() {
+            limits::host_can_enforce(self, "cgroup.cpu_time", "a CPU limit")?;
+        }
+        let cpu_limit = limits::narrow_duration(
+            "CPU limit",
+            "limits.cpu_secs",
+            &self.name,
+            self.cpu_limit,
+            req.cpu_limit,
+        )?;
+        let idle_timeout = limits::narrow_duration(
+            "idle timeout",
+            "limits.idle_timeout_secs",
+            &self.name,
+            self.idle_timeout,
+            req.idle_timeout,
+        )?;
+        let output_limit_bytes = limits::narrow_bytes(
+            "output limit",
+            "limits.output_mib",
+            &self.name,
+            self.output_limit_bytes,
+            req.output_limit_bytes,
+        )?;
         Ok(Resolved {
             wall_timeout,
             grace: self.grace,
             env: env.into_iter().collect(),
+            cpu_limit,
+            idle_timeout,
+            output_limit_bytes,
         })
     }
 }
@@ -595,57 +661,8 @@ pub fn parse_profile(
             problem(key, value.to_string(), &format!("already belongs to host account {account:?}; a job would share its files and processes"), Some("pick an id no host account uses"));
         }
     }
-    let l = &file.limits;
-    if l.wall_timeout_secs == 0 || l.wall_timeout_secs > MAX_TIMEOUT_SECS {
-        problem(
-            "limits.wall_timeout_secs",
-            l.wall_timeout_secs.to_string(),
-            &format!("must be between 1 and {MAX_TIMEOUT_SECS} (a week)"),
-            None,
-        );
-    }
-    if l.grace_secs > MAX_GRACE_SECS {
-        problem(
-            "limits.grace_secs",
-            l.grace_secs.to_string(),
-            &format!("must be at most {MAX_GRACE_SECS}"),
-            None,
-        );
-    }
-    for (key, value, min) in [
-        ("limits.memory_mib", l.memory_mib, 8),
-        ("limits.pids", l.pids, 1),
-        ("limits.nofile", l.nofile, 16),
-        ("limits.fsize_mib", l.fsize_mib, 1),
-        ("limits.tmp_mib", Some(l.tmp_mib), 1),
-        ("limits.shm_mib", Some(l.shm_mib), 1),
-    ] {
-        if let Some(v) = value {
-            if v < min {
-                problem(
-                    key,
-                    v.to_string(),
-                    &format!("must be at least {min}"),
-                    Some("omit the key for no limit"),
-                );
-            }
-        }
-    }
-    for (key, mib) in [
-        ("limits.memory_mib", l.memory_mib),
-        ("limits.fsize_mib", l.fsize_mib),
-        ("limits.tmp_mib", Some(l.tmp_mib)),
-        ("limits.shm_mib", Some(l.shm_mib)),
-    ] {
-        if mib.is_some_and(|m| m > MAX_MIB) {
-            problem(
-                key,
-                mib.unwrap_or_default().to_string(),
-                &format!("must be at most {MAX_MIB} (1 PiB)"),
-                None,
-            );
-        }
-    }
+    let l = limits::validate(&file.limits, file.namespaces.mount, &mut problem);
+    limits::check_requirement(file.mechanisms.limits, &mut problem);
     for (k, v) in &file.env.set {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             problem(
@@ -758,12 +775,12 @@ pub fn parse_profile(
         description: file.description.unwrap_or_default(),
         uid: id.uid,
         gid: id.gid,
-        wall_timeout: Duration::from_secs(l.wall_timeout_secs),
-        grace: Duration::from_secs(l.grace_secs),
-        memory_bytes: l.memory_mib.map(|m| m << 20),
+        wall_timeout: l.wall_timeout,
+        grace: l.grace,
+        memory_bytes: l.memory_bytes,
         pids: l.pids,
         nofile: l.nofile,
-        fsize_bytes: l.fsize_mib.map(|m| m << 20),
+        fsize_bytes: l.fsize_bytes,
         env_set: file.env.set,
         env_allow: file.env.allow,
         namespaces: Namespaces {
@@ -774,11 +791,18 @@ pub fn parse_profile(
             mount: file.namespaces.mount,
             pid: file.namespaces.pid,
         },
-        tmp_bytes: l.tmp_mib << 20,
-        shm_bytes: l.shm_mib << 20,
+        tmp_bytes: l.tmp_bytes,
+        shm_bytes: l.shm_bytes,
         fs: fs_rules,
         landlock,
         seccomp,
+        cpu_limit: l.cpu_limit,
+        idle_timeout: l.idle_timeout,
+        output_limit_bytes: l.output_limit_bytes,
+        workspace_bytes: l.workspace_bytes,
+        limits_requirement: file.mechanisms.limits,
+        host_notes: Vec::new(),
+        file: path.to_path_buf(),
     })
 }
 

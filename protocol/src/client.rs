@@ -287,6 +287,9 @@ mod tests {
             uid: Some(61000),
             gid: Some(61000),
             enforcement: vec![],
+            pids_peak: None,
+            output_bytes: 0,
+            output_truncated: false,
         }
     }
 

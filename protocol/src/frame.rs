@@ -436,6 +436,9 @@ mod tests {
                 workspace: Some("/w".into()),
                 timeout_ms: None,
                 env: vec![("K".into(), "V".into())],
+                cpu_limit_ms: Some(1),
+                idle_timeout_ms: Some(u64::MAX),
+                output_limit_bytes: None,
             },
         });
         pin_at_limit(|pad| {
@@ -471,6 +474,9 @@ mod tests {
                 uid: None,
                 gid: Some(3),
                 enforcement: vec![],
+                pids_peak: Some(4),
+                output_bytes: 5,
+                output_truncated: true,
             },
         });
         pin_at_limit(|pad| ServerMessage::Error {

@@ -6,10 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol spoken after the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Version of the [`ResultRecord`] layout.
-pub const RESULT_VERSION: u32 = 1;
+pub const RESULT_VERSION: u32 = 2;
 
 /// A job identifier assigned by the supervisor (for example `j-18a3f0c2b1d4e5f6`).
 pub type JobId = String;
@@ -50,6 +50,10 @@ pub enum ClientMessage {
 }
 
 /// Messages the supervisor sends.
+// `Result` is the large variant (272 bytes since result version 2). A message lives for one frame
+// and is never stored in bulk, and boxing the record would change the type every client
+// matches on; the size is not worth that.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerMessage {
@@ -150,6 +154,15 @@ pub struct JobRequest {
     pub timeout_ms: Option<u64>,
     /// Extra environment; each name must be in the profile's `env.allow`.
     pub env: Vec<(String, String)>,
+    /// CPU time of the whole job (every process, from its cgroup) in milliseconds; may only
+    /// lower the profile's `limits.cpu_secs`. (Protocol version 2.)
+    pub cpu_limit_ms: Option<u64>,
+    /// End the job after this many milliseconds without a byte of output; may only shorten the
+    /// profile's `limits.idle_timeout_secs`. (Protocol version 2.)
+    pub idle_timeout_ms: Option<u64>,
+    /// Bytes of stdout and stderr together delivered before the job is ended as
+    /// `output_limit`; may only lower the profile's `limits.output_mib`. (Protocol version 2.)
+    pub output_limit_bytes: Option<u64>,
 }
 
 /// One running job, as `List` reports it.
@@ -204,12 +217,21 @@ pub enum Cause {
         /// One line for a human: what was refused and why.
         reason: String,
     },
+    /// The job used its CPU-time limit (all of its processes together, from its cgroup);
+    /// stockade ended it.
+    CpuTimeout,
+    /// The job wrote nothing on stdout or stderr for its idle timeout; stockade ended it.
+    IdleTimeout,
+    /// The job's stdout and stderr together reached the output limit: exactly that many bytes
+    /// were delivered, the rest was discarded, and stockade ended the job.
+    OutputLimit,
 }
 
 impl Cause {
     /// The exit code `stockade run`/`exec` use for this cause: the job's code, 128+N for signal N,
-    /// 124 for a deadline, 137 for an OOM kill, 125 when stockade refused or could not set up, and
-    /// 143 (128 + SIGTERM) for a canceled job.
+    /// 124 for a deadline (wall clock, CPU time or idle), 137 for an OOM kill, 125 when stockade
+    /// refused or could not set up, 141 (128 + SIGPIPE) at the output limit, and 143 (128 +
+    /// SIGTERM) for a canceled job.
     pub fn exit_code(&self) -> i32 {
         match self {
             Cause::Exited { code } => *code,
@@ -218,6 +240,10 @@ impl Cause {
             Cause::OomKilled => 137,
             Cause::Canceled => 128 + 15,
             Cause::SetupFailed { .. } | Cause::Rejected { .. } => 125,
+            // Deadlines of another kind: the same status as the wall-clock deadline.
+            Cause::CpuTimeout | Cause::IdleTimeout => 124,
+            // As if the reader had closed the pipe (`yes | head`: 128 + SIGPIPE).
+            Cause::OutputLimit => 128 + 13,
         }
     }
 }
@@ -247,6 +273,13 @@ pub struct ResultRecord {
     pub gid: Option<u32>,
     /// What confinement was in force, mechanism by mechanism (empty if the job never started).
     pub enforcement: Vec<Mechanism>,
+    /// Peak number of processes and threads in the job's cgroup (`pids.peak`), where the
+    /// kernel reports it. (Result version 2.)
+    pub pids_peak: Option<u64>,
+    /// Bytes of stdout and stderr together that were delivered to the client. (Result version 2.)
+    pub output_bytes: u64,
+    /// Whether the job wrote more than was delivered (it hit its output limit). (Result version 2.)
+    pub output_truncated: bool,
 }
 
 /// One confinement mechanism as applied to a job.

@@ -24,6 +24,9 @@ fn full_job_request() -> JobRequest {
         workspace: Some("/srv/ws/1".into()),
         timeout_ms: Some(60_000),
         env: vec![("CC".into(), "clang".into())],
+        cpu_limit_ms: Some(2_000),
+        idle_timeout_ms: None,
+        output_limit_bytes: Some(1 << 20),
     }
 }
 
@@ -44,6 +47,9 @@ fn records() -> Vec<ResultRecord> {
         Cause::Rejected {
             reason: "profile `nope` does not exist".into(),
         },
+        Cause::CpuTimeout,
+        Cause::IdleTimeout,
+        Cause::OutputLimit,
     ];
     causes
         .into_iter()
@@ -60,6 +66,9 @@ fn records() -> Vec<ResultRecord> {
             uid: Some(u32::MAX),
             gid: None,
             enforcement: vec![],
+            pids_peak: if i % 3 == 0 { Some(4096) } else { None },
+            output_bytes: 1 << 20,
+            output_truncated: i % 2 == 1,
         })
         .collect()
 }
@@ -331,6 +340,9 @@ fn doc_examples() -> Vec<(&'static str, Vec<u8>)> {
                     uid: Some(61000),
                     gid: Some(61000),
                     enforcement: vec![],
+                    pids_peak: Some(3),
+                    output_bytes: 1024,
+                    output_truncated: false,
                 },
             })
             .unwrap(),

@@ -413,8 +413,12 @@ fn applied(plan: &LaunchPlan) -> Vec<Applied> {
         }
         for t in &plan.mounts.tmpfs {
             let noexec = if t.noexec { " noexec" } else { "" };
+            let owner = match t.owner {
+                Some((uid, gid)) => format!(", owned by {uid}:{gid}"),
+                None => String::new(),
+            };
             let detail = format!(
-                "{}: private tmpfs of {} bytes, nosuid nodev{noexec}",
+                "{}: private tmpfs of {} bytes, nosuid nodev{noexec}{owner}",
                 t.target.display(),
                 t.size_bytes
             );
@@ -555,7 +559,12 @@ fn populate_root<S: Sys>(sys: &mut S, entries: &[Entry<'_>]) -> Result<(), Setup
                 if t.noexec {
                     flags |= MsFlags::MS_NOEXEC;
                 }
-                let data = format!("size={},mode=1777", t.size_bytes);
+                let data = match t.owner {
+                    Some((uid, gid)) => {
+                        format!("size={},mode=0700,uid={uid},gid={gid}", t.size_bytes)
+                    }
+                    None => format!("size={},mode=1777", t.size_bytes),
+                };
                 sys.mount(
                     Some(Path::new("tmpfs")),
                     &target,

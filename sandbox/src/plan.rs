@@ -78,6 +78,9 @@ pub struct Tmpfs {
     pub size_bytes: u64,
     /// Also `noexec`.
     pub noexec: bool,
+    /// `Some((uid, gid))`: the tmpfs root belongs to them, mode 0700 (a job's fresh workspace
+    /// with a byte budget); `None`: root-owned, mode 1777 (`/tmp`, `/dev/shm`).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Namespaces a job gets of its own (each `false` shares the host's).

@@ -25,8 +25,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/stockade";
   stockade cancel j-3f9a0c1d2e4b
   sudo stockade doctor
 
-Exit status of run/exec: the job's own; 128+N if a signal N killed it; 124 on a deadline;
-137 on an OOM kill; 143 when canceled; 125 when stockade refused the job or could not set it up."
+Exit status of run/exec: the job's own; 128+N if a signal N killed it; 124 on a deadline (wall
+clock, CPU time or idle); 137 on an OOM kill; 141 at the output limit; 143 when canceled; 125 when
+stockade refused the job or could not set it up."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -119,6 +120,17 @@ pub struct JobArgs {
     /// Wall-clock deadline in seconds (may only shorten the profile's)
     #[arg(long, value_parser = parse_secs)]
     pub timeout: Option<u64>,
+    /// CPU time of the whole job in seconds (may only lower the profile's limits.cpu_secs)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub cpu_limit: Option<u64>,
+    /// End the job after this many seconds without output (may only shorten the profile's
+    /// limits.idle_timeout_secs)
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Option<u64>,
+    /// Bytes of stdout and stderr together to deliver before ending the job (may only lower the
+    /// profile's limits.output_mib)
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub output_limit: Option<u64>,
     /// Environment variable for the job (its name must be in the profile's env.allow)
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -166,6 +178,24 @@ fn parse_secs(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?}: the timeout must be greater than 0"));
     }
     Ok((secs * 1000.0).round().max(1.0) as u64)
+}
+
+/// A byte count: digits, optionally followed by K, M or G (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (digits, optionally K, M or G)"))?;
+    if n == 0 {
+        return Err(format!("{s:?}: the limit must be greater than 0"));
+    }
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {

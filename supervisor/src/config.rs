@@ -3,20 +3,25 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use stockade_profiles::{HostAccounts, ProfileSet};
+use stockade_profiles::{HostAccounts, HostLimits, ProfileSet};
 use stockade_sandbox::cgroup::{CgroupManager, Layout};
 
 use crate::cli::HostArgs;
 use crate::job::Launcher;
 
-/// The embedded defaults, or every profile in `dir` (which then replaces them).
+/// The embedded defaults, or every profile in `dir` (which then replaces them), checked against
+/// what this host can enforce (cgroup controllers, memory, CPUs).
 pub fn load_profiles(dir: Option<&Path>) -> anyhow::Result<ProfileSet> {
     let accounts = HostAccounts::read(Path::new("/etc/passwd"), Path::new("/etc/group"));
+    let layout =
+        Layout::detect(Path::new("/proc/self/mountinfo")).context("detect the cgroup layout")?;
+    let host = HostLimits::detect(&layout, Path::new("/proc/meminfo"));
     let set = match dir {
         Some(d) => ProfileSet::load_dir(d, &accounts),
         None => ProfileSet::embedded(&accounts),
     };
-    set.map_err(|errs| anyhow::anyhow!("invalid profiles:\n{errs}"))
+    set.and_then(|s| s.check_host(&host))
+        .map_err(|errs| anyhow::anyhow!("invalid profiles:\n{errs}"))
 }
 
 /// The per-host part of launching jobs.

@@ -71,6 +71,9 @@ pub fn request(a: &JobArgs) -> anyhow::Result<JobRequest> {
         workspace,
         timeout_ms: a.timeout,
         env: a.env.clone(),
+        cpu_limit_ms: a.cpu_limit,
+        idle_timeout_ms: a.idle_timeout,
+        output_limit_bytes: a.output_limit,
     })
 }
 
@@ -150,6 +153,19 @@ pub fn finish(record: &ResultRecord, json: bool) -> ExitCode {
         )),
         Cause::OomKilled => Some(format!("job {} was killed at its memory limit", record.job)),
         Cause::Canceled => Some(format!("job {} was canceled", record.job)),
+        Cause::CpuTimeout => Some(format!(
+            "job {} used its CPU-time limit ({} ms of CPU)",
+            record.job,
+            record.cpu_ms.unwrap_or_default()
+        )),
+        Cause::IdleTimeout => Some(format!(
+            "job {} wrote no output for its idle timeout",
+            record.job
+        )),
+        Cause::OutputLimit => Some(format!(
+            "job {} reached its output limit after {} bytes; the rest was discarded",
+            record.job, record.output_bytes
+        )),
         _ => None,
     };
     if let Some(n) = note {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use stockade_profiles::{Overrides, Profile, ProfileSet};
+use stockade_profiles::{Overrides, Profile, ProfileSet, Requirement};
 use stockade_protocol::{
     Cause, Enforcement, JobRequest, Mechanism, ResultRecord, Stream, RESULT_VERSION,
 };
-use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits};
+use stockade_sandbox::cgroup::{CgroupManager, JobCgroup, Limits, Swap};
 use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::{
     helper, wire, Applied, Bind, HelperMessage, LaunchPlan, Mounts, Rlimit, RlimitResource, Status,
@@ -21,11 +21,14 @@ use stockade_sandbox::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use crate::limits::{JobLimits, OutputMeter};
+
 /// Size of one output chunk read from a job's pipe.
 const CHUNK: usize = 64 * 1024;
 /// How long teardown waits for the cgroup to empty after SIGKILL before reporting a leak.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// How long output readers may take to reach EOF once every job process is gone.
+/// How long output readers may take to reach EOF once every job process is gone (a slow
+/// client can hold a reader on its last chunk); then they are abandoned.
 const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Everything that does not change from job to job.
@@ -107,6 +110,9 @@ fn record(job: &str, profile: &str, cause: Cause, wall: Duration, ran: Ran) -> R
         uid: ran.ids.map(|(u, _)| u),
         gid: ran.ids.map(|(_, g)| g),
         enforcement: ran.enforcement,
+        pids_peak: ran.pids_peak,
+        output_bytes: ran.output_bytes,
+        output_truncated: ran.output_truncated,
     }
 }
 
@@ -117,6 +123,9 @@ struct Ran {
     ids: Option<(u32, u32)>,
     cpu_ns: Option<u64>,
     peak_memory: Option<u64>,
+    pids_peak: Option<u64>,
+    output_bytes: u64,
+    output_truncated: bool,
     enforcement: Vec<Mechanism>,
 }
 
@@ -137,6 +146,9 @@ pub fn check_request(
         .resolve(&Overrides {
             timeout: req.timeout_ms.map(Duration::from_millis),
             env: req.env.clone(),
+            cpu_limit: req.cpu_limit_ms.map(Duration::from_millis),
+            idle_timeout: req.idle_timeout_ms.map(Duration::from_millis),
+            output_limit_bytes: req.output_limit_bytes,
         })
         .map_err(|r| r.0)?;
     // Namespaces have no best-effort mode: one the kernel lacks refuses the job.
@@ -151,6 +163,18 @@ pub fn check_request(
         None => None,
         Some(ws) => Some(check_workspace(ws, roots)?),
     };
+    if let (Some(ws), Some(budget)) = (&workspace, profile.workspace_bytes) {
+        if profile.limits_requirement == Requirement::Required {
+            return Err(format!(
+                "workspace {} refused: profile {}'s limits.workspace_mib = {} applies to fresh \
+                 workspaces only (a tmpfs of that size); omit --workspace, or set \
+                 mechanisms.limits = \"best_effort\" to run without the budget",
+                ws.display(),
+                profile.name,
+                budget >> 20
+            ));
+        }
+    }
     Ok((profile.clone(), resolved, workspace))
 }
 
@@ -273,7 +297,8 @@ pub async fn run(
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), workspace.display().to_string()));
     }
-    let mounts = private_mounts(&profile, &workspace);
+    let budget = if fresh { profile.workspace_bytes } else { None };
+    let mounts = private_mounts(&profile, &workspace, budget);
     let landlock = landlock_rules(&profile, &workspace, &mounts);
     let plan = LaunchPlan {
         job_id: job_id.clone(),
@@ -293,14 +318,24 @@ pub async fn run(
         seccomp: profile.seccomp.clone(),
     };
 
+    let job_limits = JobLimits {
+        cpu: resolved.cpu_limit,
+        idle: resolved.idle_timeout,
+        output_bytes: resolved.output_limit_bytes,
+    };
+    let meter = Arc::new(OutputMeter::new(job_limits.output_bytes));
     let (cause, applied) = supervise(
         &launcher,
         &plan,
         &cgroup,
-        output,
-        &mut cancel,
-        deadline,
-        profile.grace,
+        Watch {
+            output,
+            cancel: &mut cancel,
+            deadline,
+            grace: profile.grace,
+            limits: job_limits,
+            meter: meter.clone(),
+        },
     )
     .await;
     let wall = started.elapsed();
@@ -321,7 +356,24 @@ pub async fn run(
         ids: (!applied.is_empty()).then_some((profile.uid, profile.gid)),
         cpu_ns: stats.cpu_usage_ns,
         peak_memory: stats.peak_memory_bytes,
-        enforcement: enforcement(applied, &launcher, &limits),
+        pids_peak: stats.pids_peak,
+        output_bytes: meter.delivered(),
+        output_truncated: meter.truncated(),
+        enforcement: enforcement(
+            applied,
+            &launcher,
+            &limits,
+            Extra {
+                profile: &profile,
+                swap: cgroup.swap(),
+                job: &job_limits,
+                workspace: if fresh {
+                    Budget::Fresh(budget)
+                } else {
+                    Budget::Named
+                },
+            },
+        ),
     };
     let rec = record(&job_id, &profile.name, cause, wall, ran);
 
@@ -336,8 +388,31 @@ pub async fn run(
     rec
 }
 
-/// The helper's report plus what the supervisor itself enforces (cgroup limits and teardown).
-fn enforcement(applied: Vec<Applied>, launcher: &Launcher, limits: &Limits) -> Vec<Mechanism> {
+/// The workspace's byte budget, for the enforcement report.
+enum Budget {
+    /// A fresh workspace: its tmpfs size, if the profile sets one.
+    Fresh(Option<u64>),
+    /// A workspace the request named: no budget can be applied to it.
+    Named,
+}
+
+/// What the enforcement report needs beyond the helper's report.
+struct Extra<'a> {
+    profile: &'a Profile,
+    swap: &'a Swap,
+    job: &'a JobLimits,
+    workspace: Budget,
+}
+
+/// The helper's report plus what the supervisor itself enforces (cgroup limits, CPU, idle and
+/// output limits, the workspace budget, teardown), and the profile's notes about limits this
+/// host cannot fully enforce (`mechanisms.limits = "best_effort"`).
+fn enforcement(
+    applied: Vec<Applied>,
+    launcher: &Launcher,
+    limits: &Limits,
+    extra: Extra<'_>,
+) -> Vec<Mechanism> {
     if applied.is_empty() {
         return Vec::new();
     }
@@ -367,12 +442,55 @@ fn enforcement(applied: Vec<Applied>, launcher: &Launcher, limits: &Limits) -> V
             detail: a.detail,
         })
         .collect();
-    out.push(limit(
-        "cgroup.memory",
-        limits.memory_bytes,
-        " bytes, no swap",
-    ));
+    let mut memory = limit("cgroup.memory", limits.memory_bytes, " bytes, no swap");
+    if let Swap::Unavailable(file) = extra.swap {
+        memory.status = Enforcement::Partial;
+        memory.detail = format!(
+            "{} bytes; swap not limited: {} is missing (this kernel does not account swap)",
+            limits.memory_bytes.unwrap_or_default(),
+            file.display()
+        );
+    }
+    out.push(memory);
     out.push(limit("cgroup.pids", limits.pids, " processes"));
+    // Where JobCgroup::cpu_usage_ns reads from on this layout.
+    let cpu_source = match launcher.cgroups.layout() {
+        stockade_sandbox::cgroup::Layout::V1 { .. } => "cpuacct.usage",
+        _ => "cgroup2 cpu.stat",
+    };
+    out.extend(crate::limits::mechanisms(extra.job, cpu_source));
+    out.push(match extra.workspace {
+        Budget::Fresh(Some(bytes)) => Mechanism {
+            name: "workspace.budget".into(),
+            status: Enforcement::Enforced,
+            detail: format!("fresh workspace is a tmpfs of {bytes} bytes (ENOSPC beyond)"),
+        },
+        Budget::Named if extra.profile.workspace_bytes.is_some() => Mechanism {
+            name: "workspace.budget".into(),
+            status: Enforcement::NotEnforced,
+            detail: "a named workspace gets no byte budget (fresh workspaces only)".into(),
+        },
+        _ => Mechanism {
+            name: "workspace.budget".into(),
+            status: Enforcement::NotRequested,
+            detail: "no limit".into(),
+        },
+    });
+    // What the host could not enforce replaces the plain line of that mechanism.
+    for note in &extra.profile.host_notes {
+        let line = Mechanism {
+            name: note.mechanism.clone(),
+            status: match note.status {
+                Status::Partial => Enforcement::Partial,
+                _ => Enforcement::NotEnforced,
+            },
+            detail: note.detail.clone(),
+        };
+        match out.iter_mut().find(|m| m.name == note.mechanism) {
+            Some(m) => *m = line,
+            None => out.push(line),
+        }
+    }
     out.push(Mechanism {
         name: "cgroup.teardown".into(),
         status: Enforcement::Enforced,
@@ -384,7 +502,12 @@ fn enforcement(applied: Vec<Applied>, launcher: &Launcher, limits: &Limits) -> V
 /// The job's root: the profile's paths (read-only unless `read_write`), the workspace
 /// (read-write), the `/dev/fd`-style symlinks, and a private `/tmp` and `/dev/shm` (if the host
 /// has one) with the profile's sizes.
-fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
+///
+/// With a byte `budget` (fresh workspaces only), the workspace is not bound from the host: it is
+/// a tmpfs of that size owned by the job, in the job's own mount namespace. A job that fills it
+/// gets ENOSPC; nothing it writes reaches the host's disk, and the mount vanishes with the
+/// job's last process. (tmpfs pages are charged to the job's memory cgroup.)
+fn private_mounts(profile: &Profile, workspace: &Path, budget: Option<u64>) -> Mounts {
     if !profile.namespaces.mount {
         return Mounts::default();
     }
@@ -413,20 +536,30 @@ fn private_mounts(profile: &Profile, workspace: &Path) -> Mounts {
             }
         }
     }
-    binds.push(Bind {
-        path: workspace.to_path_buf(),
-        writable: true,
-    });
     let mut tmpfs = vec![Tmpfs {
         target: "/tmp".into(),
         size_bytes: profile.tmp_bytes,
         noexec: false,
+        owner: None,
     }];
+    match budget {
+        None => binds.push(Bind {
+            path: workspace.to_path_buf(),
+            writable: true,
+        }),
+        Some(bytes) => tmpfs.push(Tmpfs {
+            target: workspace.to_path_buf(),
+            size_bytes: bytes,
+            noexec: false,
+            owner: Some((profile.uid, profile.gid)),
+        }),
+    }
     if Path::new("/dev/shm").is_dir() {
         tmpfs.push(Tmpfs {
             target: "/dev/shm".into(),
             size_bytes: profile.shm_bytes,
             noexec: true,
+            owner: None,
         });
     }
     Mounts { binds, tmpfs, proc }
@@ -441,7 +574,13 @@ fn landlock_rules(profile: &Profile, workspace: &Path, mounts: &Mounts) -> Optio
         access: FsAccess::ReadWrite,
     };
     plan.fs.push(rw(workspace));
-    plan.fs.extend(mounts.tmpfs.iter().map(|t| rw(&t.target)));
+    plan.fs.extend(
+        mounts
+            .tmpfs
+            .iter()
+            .filter(|t| t.target != workspace)
+            .map(|t| rw(&t.target)),
+    );
     Some(plan)
 }
 
@@ -511,6 +650,18 @@ enum End {
     Exited(ExitStatus),
     Deadline,
     Canceled,
+    /// The job broke a limit the supervisor watches (CPU time, idle, output).
+    Limit(Cause),
+}
+
+/// What ends a running job besides its own exit, and where its output goes.
+struct Watch<'a> {
+    output: mpsc::Sender<Output>,
+    cancel: &'a mut watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+    grace: Duration,
+    limits: JobLimits,
+    meter: Arc<OutputMeter>,
 }
 
 /// Spawn the helper, hand it the plan, and watch the job until every process of it is gone.
@@ -518,11 +669,16 @@ async fn supervise(
     launcher: &Launcher,
     plan: &LaunchPlan,
     cgroup: &JobCgroup,
-    output: mpsc::Sender<Output>,
-    cancel: &mut watch::Receiver<bool>,
-    deadline: tokio::time::Instant,
-    grace: Duration,
+    w: Watch<'_>,
 ) -> (Cause, Vec<Applied>) {
+    let Watch {
+        output,
+        cancel,
+        deadline,
+        grace,
+        limits,
+        meter,
+    } = w;
     let (cmd, ctrl) = match helper::helper_command(&launcher.helper_exe) {
         Ok(x) => x,
         Err(e) => return (setup_failed("spawn-helper", "socketpair()", &e), vec![]),
@@ -549,8 +705,18 @@ async fn supervise(
     // cannot exit before it has read the plan, which is written only after this line.
     let _owned = crate::reaper::Owned::new(child.id());
     let readers = [
-        tokio::spawn(pump(child.stdout.take(), Stream::Stdout, output.clone())),
-        tokio::spawn(pump(child.stderr.take(), Stream::Stderr, output)),
+        tokio::spawn(pump(
+            child.stdout.take(),
+            Stream::Stdout,
+            output.clone(),
+            meter.clone(),
+        )),
+        tokio::spawn(pump(
+            child.stderr.take(),
+            Stream::Stderr,
+            output,
+            meter.clone(),
+        )),
     ];
 
     // Hand over the plan and learn whether the job was set up: a `Started` frame then EOF means
@@ -594,7 +760,12 @@ async fn supervise(
         }
     };
 
+    // The idle clock starts when the command does.
+    meter.touch();
     let end = tokio::select! {
+        cause = crate::limits::watch(&plan.job_id, || cgroup.cpu_usage_ns(), limits, &meter) => {
+            End::Limit(cause)
+        }
         status = child.wait() => match status {
             Ok(s) => End::Exited(s),
             Err(e) => {
@@ -614,14 +785,14 @@ async fn supervise(
             }
             status_cause(status)
         }
-        End::Deadline | End::Canceled => {
+        End::Deadline | End::Canceled | End::Limit(_) => {
             terminate(cgroup, grace, &plan.job_id).await;
             let _ = child.start_kill();
             let _ = child.wait().await;
-            if matches!(end, End::Deadline) {
-                Cause::WallTimeout
-            } else {
-                Cause::Canceled
+            match end {
+                End::Deadline => Cause::WallTimeout,
+                End::Limit(cause) => cause,
+                _ => Cause::Canceled,
             }
         }
     };
@@ -716,11 +887,14 @@ fn helper_reply(reply: &[u8]) -> Result<Vec<Applied>, Cause> {
     }
 }
 
-/// Copy a pipe to the output channel in chunks until EOF. Returns the bytes read.
+/// Copy a pipe to the output channel in chunks until EOF, within the job's output budget
+/// (`meter`); beyond it, read and discard, so the job never blocks on a full pipe while it is
+/// being ended. Returns the bytes read.
 async fn pump(
     pipe: Option<impl AsyncRead + Unpin>,
     stream: Stream,
     tx: mpsc::Sender<Output>,
+    meter: Arc<OutputMeter>,
 ) -> u64 {
     let Some(mut pipe) = pipe else { return 0 };
     let mut total = 0u64;
@@ -731,7 +905,8 @@ async fn pump(
             Ok(0) | Err(_) => return total,
             Ok(n) => {
                 total += n as u64;
-                if receiver_alive {
+                let n = meter.admit(n);
+                if receiver_alive && n > 0 {
                     // A slow receiver slows the job (its pipe fills): output is never buffered
                     // without bound. A gone receiver: keep draining so the job never blocks.
                     receiver_alive = tx
@@ -747,10 +922,16 @@ async fn pump(
     }
 }
 
+/// Wait for both output readers, together at most [`DRAIN_WAIT`]; then abort what is left (a
+/// reader blocked on a slow client, or a pipe some process still holds) so teardown always ends.
 async fn drain(readers: [tokio::task::JoinHandle<u64>; 2]) {
-    for r in readers {
-        if tokio::time::timeout(DRAIN_WAIT, r).await.is_err() {
-            tracing::warn!("output pipe still open {DRAIN_WAIT:?} after the job ended");
+    let until = tokio::time::Instant::now() + DRAIN_WAIT;
+    for mut r in readers {
+        if tokio::time::timeout_at(until, &mut r).await.is_err() {
+            tracing::warn!(
+                "output reader still busy {DRAIN_WAIT:?} after the job ended; abandoned"
+            );
+            r.abort();
         }
     }
 }

@@ -63,6 +63,10 @@ pub struct ProfileOpts {
     pub grace_secs: u64,
     pub memory_mib: u64,
     pub pids: u64,
+    /// More `[limits]` lines, verbatim (e.g. `"cpu_secs = 30\n"`).
+    pub extra_limits: String,
+    /// More sections at the end of the profile, verbatim (e.g. `"[mechanisms]\n..."`).
+    pub extra_sections: String,
 }
 
 impl Default for ProfileOpts {
@@ -72,6 +76,8 @@ impl Default for ProfileOpts {
             grace_secs: 1,
             memory_mib: 256,
             pids: 128,
+            extra_limits: String::new(),
+            extra_sections: String::new(),
         }
     }
 }
@@ -364,15 +370,17 @@ memory_mib = {mem}
 pids = {pids}
 nofile = 256
 fsize_mib = 64
-
+{extra_limits}
 [env]
 set = {{ PATH = "/usr/local/bin:/usr/bin:/bin", LANG = "C.UTF-8" }}
 allow = ["TERM"]
-"#,
+{extra_sections}"#,
         wall = o.wall_timeout_secs,
         grace = o.grace_secs,
         mem = o.memory_mib,
         pids = o.pids,
+        extra_limits = o.extra_limits,
+        extra_sections = o.extra_sections,
     )
 }
 
@@ -497,6 +505,37 @@ pub fn host_pid(uid: u32, ns_pid: i32) -> i32 {
     }
 }
 
+/// Host pids of `ns_pids` (pids the job printed inside its own pid namespace), for a uid that runs
+/// one job: waits (bounded) until every one is found, then returns them in the same order.
+pub fn host_pids(uid: u32, ns_pids: &[i32]) -> Vec<i32> {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut map = std::collections::HashMap::new();
+        for p in uid_procs(uid) {
+            let inner = status_field(p.pid, "NSpid:")
+                .and_then(|v| v.split_whitespace().last()?.parse::<i32>().ok());
+            if let Some(inner) = inner {
+                map.entry(inner).or_insert_with(Vec::new).push(p.pid);
+            }
+        }
+        let found: Vec<Option<i32>> = ns_pids
+            .iter()
+            .map(|n| match map.get(n).map(Vec::as_slice) {
+                Some([one]) => Some(*one),
+                _ => None,
+            })
+            .collect();
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+        assert!(
+            Instant::now() < until,
+            "not all of {ns_pids:?} (uid {uid}) found exactly once: {map:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Every process (zombies included) with any uid equal to `uid`.
 pub fn uid_procs(uid: u32) -> Vec<ProcInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -568,6 +607,25 @@ impl Proc {
         self.child.id() as i32
     }
 
+    /// End a process a test gives up on: SIGTERM first, so that a `stockade exec` or `run`
+    /// cancels its job and cleans up (a SIGKILLed `exec` leaves the job's forked processes
+    /// behind until crash recovery exists), then SIGKILL if it has not exited within 30 s.
+    fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).unwrap_or_else(|e| panic!("kill {sig}: {e}"));
     }
@@ -581,8 +639,7 @@ impl Proc {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    self.stop();
                     panic!("no stdout line starting with {prefix:?} within {limit:?} ({e})");
                 }
             }
@@ -601,8 +658,7 @@ impl Proc {
                 break s;
             }
             if Instant::now() >= until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                self.stop();
                 panic!("process {} did not end within {limit:?}", self.pid());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -632,10 +688,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         // A test that panicked part-way must not leave its stockade running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop();
     }
 }
 

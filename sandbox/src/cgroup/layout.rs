@@ -132,6 +132,22 @@ impl Layout {
         }
     }
 
+    /// Whether jobs can get `controller` here: a v1 hierarchy of it, or (cgroup2) the root's
+    /// `cgroup.controllers` lists it. `cpuacct`-style CPU accounting needs no controller on
+    /// cgroup2 (`cpu.stat` is a core file): `"cpu-accounting"` asks for that.
+    pub fn has_controller(&self, controller: &str) -> bool {
+        if controller == "cpu-accounting" {
+            return self.unified().is_some() || self.v1_mount("cpuacct").is_some();
+        }
+        if self.v1_mount(controller).is_some() {
+            return true;
+        }
+        self.unified().is_some_and(|root| {
+            fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|t| t.split_whitespace().any(|c| c == controller))
+        })
+    }
+
     /// The cgroup2 mount, if there is one.
     pub(crate) fn unified(&self) -> Option<&Path> {
         match self {

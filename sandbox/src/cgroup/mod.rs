@@ -79,6 +79,22 @@ pub struct Stats {
     pub cpu_usage_ns: Option<u64>,
     /// v2 `memory.events` `oom_kill`, v1 `memory.oom_control` `oom_kill`.
     pub oom_kills: Option<u64>,
+    /// `pids.peak` (v1 `pids` hierarchy, else cgroup2 with the pids controller; Linux 6.1+
+    /// on v2, and v1 kernels that have it).
+    pub pids_peak: Option<u64>,
+}
+
+/// Whether a job with a memory limit may swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// No memory limit was asked for.
+    NotLimited,
+    /// Swap is off for the job: v2 `memory.swap.max` = 0, or v1 `memory.memsw.limit_in_bytes` =
+    /// the memory limit.
+    Disabled,
+    /// The kernel does not account swap for this cgroup (this file is missing): the job's
+    /// memory limit holds, but pages it swaps out are not counted.
+    Unavailable(PathBuf),
 }
 
 /// One hierarchy a job may live in.
@@ -252,8 +268,8 @@ impl CgroupManager {
                 }),
             }
         }
-        let job = JobCgroup::new(name, unified, v1, self.ops, &self.parent)?;
-        job.write_limits(limits)?;
+        let mut job = JobCgroup::new(name, unified, v1, self.ops, &self.parent)?;
+        job.swap = job.write_limits(limits)?;
         Ok(job)
     }
 
@@ -389,6 +405,8 @@ pub struct JobCgroup {
     /// Where the job's processes are listed: the cgroup2 directory, else freezer, pids, memory.
     tracking: PathBuf,
     ops: FsOps,
+    /// What became of swap when the memory limit was written.
+    swap: Swap,
 }
 
 /// Bounds of `kill_all` on v1: freeze/kill/thaw rounds, how long to wait for FROZEN, and how long
@@ -427,6 +445,7 @@ impl JobCgroup {
             v1,
             tracking,
             ops,
+            swap: Swap::NotLimited,
         })
     }
 
@@ -470,7 +489,13 @@ impl JobCgroup {
         }
     }
 
-    fn write_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+    /// What became of swap when the memory limit was written (see [`Swap`]).
+    pub fn swap(&self) -> &Swap {
+        &self.swap
+    }
+
+    fn write_limits(&self, limits: &Limits) -> Result<Swap, CgroupError> {
+        let mut swap = Swap::NotLimited;
         if let Some(bytes) = limits.memory_bytes {
             let value = bytes.to_string();
             match self.memory_dir() {
@@ -479,16 +504,22 @@ impl JobCgroup {
                     // After limit_in_bytes: the kernel requires memsw >= limit. Same value = no
                     // swap. The file exists only when the kernel accounts swap.
                     let memsw = dir.join("memory.memsw.limit_in_bytes");
-                    if fsops::exists(&memsw) {
+                    swap = if fsops::exists(&memsw) {
                         fsops::write(&memsw, &value)?;
-                    }
+                        Swap::Disabled
+                    } else {
+                        Swap::Unavailable(memsw)
+                    };
                 }
                 Some((dir, false)) => {
                     fsops::write(&dir.join("memory.max"), &value)?;
-                    let swap = dir.join("memory.swap.max");
-                    if fsops::exists(&swap) {
-                        fsops::write(&swap, "0")?;
-                    }
+                    let file = dir.join("memory.swap.max");
+                    swap = if fsops::exists(&file) {
+                        fsops::write(&file, "0")?;
+                        Swap::Disabled
+                    } else {
+                        Swap::Unavailable(file)
+                    };
                 }
                 None => unreachable_dir(&self.tracking, "memory")?,
             }
@@ -499,7 +530,7 @@ impl JobCgroup {
                 None => unreachable_dir(&self.tracking, "pids")?,
             }
         }
-        Ok(())
+        Ok(swap)
     }
 
     /// The pids of the job's processes, from the tracking hierarchy (cgroup2, else v1 freezer,
@@ -604,10 +635,35 @@ impl JobCgroup {
                 self.v1_dir("cpuacct")
                     .and_then(|dir| fsops::read_u64(&dir.join("cpuacct.usage")).ok())
             });
+        let pids_peak = self
+            .v1_dir("pids")
+            .or(self.unified.as_deref())
+            .and_then(|dir| fsops::read_u64(&dir.join("pids.peak")).ok());
         Stats {
             peak_memory_bytes: peak,
             cpu_usage_ns: cpu,
             oom_kills: oom,
+            pids_peak,
+        }
+    }
+
+    /// CPU time used so far by every process of the job, in nanoseconds: cgroup2 `cpu.stat`
+    /// `usage_usec` (a core file, no controller needed), else v1 `cpuacct.usage`. Unlike
+    /// `RLIMIT_CPU` (per process, reset by every fork), this counts the whole tree, exited
+    /// processes included. An error names the file.
+    pub fn cpu_usage_ns(&self) -> Result<u64, CgroupError> {
+        match (&self.unified, self.v1_dir("cpuacct")) {
+            (Some(dir), _) => {
+                Ok(fsops::read_key(&dir.join("cpu.stat"), "usage_usec")?.saturating_mul(1000))
+            }
+            (None, Some(dir)) => fsops::read_u64(&dir.join("cpuacct.usage")),
+            (None, None) => Err(CgroupError::ControllerNotMounted {
+                controller: "cpuacct (to account CPU time)".to_owned(),
+                layout: format!(
+                    "no cgroup2 and no cpuacct next to {}",
+                    self.tracking.display()
+                ),
+            }),
         }
     }
 

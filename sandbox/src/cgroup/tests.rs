@@ -228,6 +228,7 @@ fn fake_mkdir(dir: &Path) -> io::Result<()> {
         ("freezer.state", "THAWED\n".to_owned()),
         ("cpuacct.usage", "5000\n".to_owned()),
         ("pids.max", "max\n".to_owned()),
+        ("pids.peak", "7\n".to_owned()),
     ];
     if enabled.contains(&"memory") {
         files.push(("memory.max", "max\n".to_owned()));
@@ -586,6 +587,7 @@ fn pids_populated_and_stats_from_files() {
             peak_memory_bytes: Some(4096),
             cpu_usage_ns: Some(1_234_000),
             oom_kills: Some(2),
+            pids_peak: Some(7),
         }
     );
 
@@ -696,6 +698,7 @@ fn v1_create_uses_freezer_pids_memory_cpuacct() {
             peak_memory_bytes: Some(8192),
             cpu_usage_ns: Some(5000),
             oom_kills: Some(3),
+            pids_peak: Some(7),
         }
     );
     // Tracking is the freezer hierarchy.
@@ -775,6 +778,7 @@ fn hybrid_uses_unified_plus_v1_memory_and_pids_only_when_limited() {
             peak_memory_bytes: Some(8192),
             cpu_usage_ns: Some(1_234_000),
             oom_kills: Some(3),
+            pids_peak: Some(7),
         }
     );
     job.remove().unwrap();
@@ -823,4 +827,103 @@ fn hybrid_with_memory_only_in_cgroup2_uses_memory_max() {
     assert_eq!(read(unified.join("stockade/j-1/memory.max")), "67108864");
     assert_eq!(job.stats().peak_memory_bytes, Some(4096));
     job.remove().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// swap and CPU accounting
+
+/// Like [`fake_mkdir`], but as a kernel without swap accounting: no `memory.swap.max`, no
+/// `memory.memsw.*`.
+fn no_swap_mkdir(dir: &Path) -> io::Result<()> {
+    fake_mkdir(dir)?;
+    for f in ["memory.swap.max", "memory.memsw.limit_in_bytes"] {
+        let _ = fs::remove_file(dir.join(f));
+    }
+    Ok(())
+}
+
+#[test]
+fn swap_is_disabled_where_accounted_and_reported_where_not() {
+    let root = fake_v2_root("memory pids");
+    let mgr = v2_manager(root.path(), FAKE);
+    assert_eq!(
+        mgr.create("j-0", &Limits::default()).unwrap().swap(),
+        &Swap::NotLimited
+    );
+    let job = mgr.create("j-1", &limits(Some(MIB64), None)).unwrap();
+    assert_eq!(job.swap(), &Swap::Disabled);
+
+    let root = fake_v2_root("memory pids");
+    let no_swap = FsOps {
+        mkdir: no_swap_mkdir,
+        ..FAKE
+    };
+    let mgr = v2_manager(root.path(), no_swap);
+    let job = mgr.create("j-1", &limits(Some(MIB64), None)).unwrap();
+    let dir = root.path().join("stockade/j-1");
+    // The memory limit holds; the missing swap file is reported, not created.
+    assert_eq!(read(dir.join("memory.max")), "67108864");
+    assert_eq!(job.swap(), &Swap::Unavailable(dir.join("memory.swap.max")));
+    assert!(!dir.join("memory.swap.max").exists());
+
+    let tmp = TempDir::new().unwrap();
+    let v1 = fake_v1_mounts(tmp.path(), &["memory", "freezer"]);
+    let mgr = CgroupManager::with_ops(Layout::V1 { v1 }, "stockade", no_swap).unwrap();
+    let job = mgr.create("j-1", &limits(Some(MIB64), None)).unwrap();
+    let memsw = tmp
+        .path()
+        .join("memory/stockade/j-1/memory.memsw.limit_in_bytes");
+    assert_eq!(job.swap(), &Swap::Unavailable(memsw));
+}
+
+#[test]
+fn cpu_usage_comes_from_cpu_stat_or_cpuacct() {
+    let root = fake_v2_root("memory pids");
+    let mgr = v2_manager(root.path(), FAKE);
+    let job = mgr.create("j-1", &Limits::default()).unwrap();
+    // The fake's cpu.stat says usage_usec 1234.
+    assert_eq!(job.cpu_usage_ns().unwrap(), 1_234_000);
+    let stat = root.path().join("stockade/j-1/cpu.stat");
+    fs::write(&stat, "user_usec 1\nsystem_usec 2\n").unwrap();
+    let err = job.cpu_usage_ns().unwrap_err().to_string();
+    assert!(err.contains(&stat.display().to_string()), "{err}");
+
+    let tmp = TempDir::new().unwrap();
+    let v1 = fake_v1_mounts(tmp.path(), &["freezer", "cpu,cpuacct"]);
+    let mgr = CgroupManager::with_ops(Layout::V1 { v1 }, "stockade", FAKE).unwrap();
+    assert_eq!(
+        mgr.create("j-1", &Limits::default())
+            .unwrap()
+            .cpu_usage_ns()
+            .unwrap(),
+        5000
+    );
+    let tmp = TempDir::new().unwrap();
+    let v1 = fake_v1_mounts(tmp.path(), &["freezer"]);
+    let mgr = CgroupManager::with_ops(Layout::V1 { v1 }, "stockade", FAKE).unwrap();
+    let err = mgr
+        .create("j-1", &Limits::default())
+        .unwrap()
+        .cpu_usage_ns()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cpuacct"), "{err}");
+}
+
+#[test]
+fn has_controller_reads_v1_mounts_and_the_cgroup2_root() {
+    let root = fake_v2_root("");
+    let v2 = Layout::V2 {
+        root: root.path().to_owned(),
+    };
+    // fake_v2_root's cgroup.controllers: cpu io memory pids.
+    assert!(v2.has_controller("memory") && v2.has_controller("pids"));
+    assert!(!v2.has_controller("hugetlb"));
+    assert!(v2.has_controller("cpu-accounting"));
+    let tmp = TempDir::new().unwrap();
+    let v1 = Layout::V1 {
+        v1: fake_v1_mounts(tmp.path(), &["memory", "freezer"]),
+    };
+    assert!(v1.has_controller("memory") && !v1.has_controller("pids"));
+    assert!(!v1.has_controller("cpu-accounting"));
 }

@@ -233,6 +233,7 @@ fn plan() -> LaunchPlan {
                 target: "/tmp".into(),
                 size_bytes: 1024,
                 noexec: false,
+                owner: None,
             }],
             proc: true,
         },
@@ -453,4 +454,39 @@ fn without_a_pid_namespace_nothing_forks_and_proc_is_not_mounted() {
         .calls
         .iter()
         .any(|c| c == "report(started, 18 mechanisms)"));
+}
+
+#[test]
+fn a_budgeted_workspace_is_a_tmpfs_owned_by_the_job() {
+    let mut sys = Recorder {
+        ppid: 100,
+        ..Default::default()
+    };
+    let mut p = plan();
+    // The workspace is no longer bound from the host: a tmpfs of its own, the job's, 0700.
+    p.mounts.binds.retain(|b| b.path != Path::new("/tmp/ws"));
+    p.mounts.tmpfs.push(Tmpfs {
+        target: "/tmp/ws".into(),
+        size_bytes: 64 << 20,
+        noexec: false,
+        owner: Some((61000, 61000)),
+    });
+    let _ = apply(&mut sys, &p, 3);
+    let mounts: Vec<&String> = sys
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("mount(tmpfs"))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "mount(tmpfs, /tmp, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=1m,mode=0755)",
+            "mount(tmpfs, /tmp/tmp, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=1024,mode=1777)",
+            "mount(tmpfs, /tmp/tmp/ws, tmpfs, MsFlags(MS_NOSUID | MS_NODEV), size=67108864,mode=0700,uid=61000,gid=61000)",
+        ]
+    );
+    assert!(!sys
+        .calls
+        .iter()
+        .any(|c| c.contains("/tmp/tmp/ws, , MsFlags(MS_BIND")));
 }
