@@ -44,6 +44,9 @@ fn records() -> Vec<ResultRecord> {
         Cause::Rejected {
             reason: "profile `nope` does not exist".into(),
         },
+        Cause::Lost {
+            detail: "daemon died; 3 processes killed at restart".into(),
+        },
     ];
     causes
         .into_iter()
@@ -85,6 +88,7 @@ fn every_client_message_roundtrips() {
         },
         ClientMessage::List { request: 250 },
         ClientMessage::List { request: 251 },
+        ClientMessage::ListLost { request: 252 },
     ];
     for m in &msgs {
         roundtrip(m);
@@ -139,6 +143,10 @@ fn every_server_message_roundtrips() {
             request: 4,
             jobs: vec![],
         },
+        ServerMessage::LostJobs {
+            request: 5,
+            jobs: vec![],
+        },
     ];
     for kind in [
         ErrorKind::BadFrame,
@@ -162,7 +170,17 @@ fn every_server_message_roundtrips() {
     for record in records() {
         msgs.push(ServerMessage::Result {
             job: record.job.clone(),
-            record,
+            record: record.clone(),
+        });
+        msgs.push(ServerMessage::LostJobs {
+            request: 6,
+            jobs: vec![LostJob {
+                owner_uid: record.uid,
+                argv: vec!["sleep".into(), "1000".into()],
+                started_unix_ms: u64::MAX,
+                recovered_unix_ms: 1,
+                record,
+            }],
         });
     }
     for m in &msgs {
@@ -188,6 +206,7 @@ fn variant_indices_match_the_doc_tables() {
             job: String::new(),
         },
         ClientMessage::List { request: 0 },
+        ClientMessage::ListLost { request: 0 },
     ];
     for (i, m) in client.iter().enumerate() {
         assert_eq!(first(encode_frame(m).unwrap()), i as u8, "{m:?}");
@@ -217,6 +236,9 @@ fn variant_indices_match_the_doc_tables() {
         },
         Cause::Rejected {
             reason: String::new(),
+        },
+        Cause::Lost {
+            detail: String::new(),
         },
     ];
     for (i, c) in causes.iter().enumerate() {

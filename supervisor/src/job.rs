@@ -94,6 +94,18 @@ pub fn rejected(job: &str, profile: &str, reason: String) -> ResultRecord {
     )
 }
 
+/// A record for a job the supervisor could not start because its own work before setup failed.
+pub fn failed_before_start(
+    job: &str,
+    profile: &str,
+    step: &str,
+    syscall: &str,
+    err: &std::io::Error,
+) -> ResultRecord {
+    let cause = setup_failed(step, syscall, err);
+    record(job, profile, cause, Duration::ZERO, Ran::default())
+}
+
 fn record(job: &str, profile: &str, cause: Cause, wall: Duration, ran: Ran) -> ResultRecord {
     ResultRecord {
         version: RESULT_VERSION,
@@ -449,9 +461,17 @@ fn rlimits(profile: &Profile) -> Vec<Rlimit> {
     out
 }
 
+/// File name prefix of the fresh workspaces stockade creates (and only those).
+pub const FRESH_WORKSPACE_PREFIX: &str = "stockade-ws-";
+
+/// Where job `job_id` gets its fresh workspace under `root` (crash recovery removes it by this).
+pub fn fresh_workspace_path(root: &Path, job_id: &str) -> PathBuf {
+    root.join(format!("{FRESH_WORKSPACE_PREFIX}{job_id}"))
+}
+
 fn fresh_workspace(root: &Path, job_id: &str, profile: &Profile) -> Result<PathBuf, Cause> {
     use std::os::unix::fs::DirBuilderExt;
-    let path = root.join(format!("stockade-ws-{job_id}"));
+    let path = fresh_workspace_path(root, job_id);
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&path)

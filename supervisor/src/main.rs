@@ -12,6 +12,7 @@ mod doctor;
 mod exec_cmd;
 mod job;
 mod reaper;
+mod recovery;
 
 /// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
 pub const EXIT_STOCKADE: u8 = 125;

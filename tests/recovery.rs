@@ -1,0 +1,339 @@
+//! Crash recovery: `stockade serve` is SIGKILLed with jobs running (one of them a double-forked,
+//! `setsid`, SIGTERM-ignoring tree whose forks escape `PR_SET_PDEATHSIG`), then restarted on the
+//! same state directory. The restart must kill every survivor, remove every job cgroup and fresh
+//! workspace, and record each job as `lost`, visible to the uid that submitted it (and root) only.
+//!
+//! Its own test binary: this process becomes a child subreaper, so the jobs' processes are
+//! reparented to it when the daemon dies (as they would be to the host's subreaper or init), and
+//! it reaps them; that must not disturb other tests' orphan checks.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use stockade_protocol::{Cause, Client, LostJob, ServerMessage};
+
+/// Client uids (SO_PEERCRED owners of the jobs); the jobs themselves run as the profile's uid.
+const OWNER_A: u32 = 61301;
+const OWNER_B: u32 = 61302;
+const STRANGER: u32 = 61303;
+
+/// Run `cmd` as `uid` with gid 0, which may use the daemon's socket (mode 0660, group root).
+fn as_client(mut cmd: std::process::Command, uid: u32) -> std::process::Command {
+    cmd.uid(uid).gid(0);
+    cmd
+}
+
+/// Reap every zombie of the test's uid that was reparented to this process (the subreaper).
+fn reap_our_zombies(env: &TestEnv) {
+    let me = std::process::id() as i32;
+    for p in env.new_procs() {
+        if p.ppid == me && p.state.starts_with('Z') {
+            let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// Wait (bounded) until no new process of the test's uid is left, reaping the zombies
+/// reparented to us.
+fn assert_no_job_process(env: &TestEnv, context: &str) {
+    let until = Instant::now() + SETTLE_LIMIT;
+    loop {
+        reap_our_zombies(env);
+        let left = env.new_procs();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{context}: job processes left: {left:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `stockade ps` as `uid` (`None`: root): the job ids of its LOST section.
+fn lost_ids_in_ps(d: &Daemon, uid: Option<u32>) -> Vec<String> {
+    let mut c = std::process::Command::new(STOCKADE);
+    c.arg("ps").arg("--socket").arg(&d.socket);
+    if let Some(uid) = uid {
+        c = as_client(c, uid);
+    }
+    let out = Proc::spawn(c).finish();
+    assert_eq!(out.code(), 0, "stockade ps as {uid:?}\n{}", out.describe());
+    let mut ids: Vec<String> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("LOST JOB"))
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(cols.get(3), Some(&"lost"), "ps row: {l:?}\n{}", out.stdout);
+            cols.first().map(|s| s.to_string())
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The lost jobs as root sees them, through the protocol.
+fn lost_jobs(socket: &Path) -> Vec<LostJob> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = Client::connect(socket, "recovery-test").await.unwrap();
+        let req = c.list_lost().await.unwrap();
+        loop {
+            match c.recv().await.unwrap() {
+                Some(ServerMessage::LostJobs { request, jobs }) if request == req => return jobs,
+                Some(_) => {}
+                None => panic!("daemon closed the connection"),
+            }
+        }
+    })
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_restart_after_sigkill_records_jobs_lost_and_leaves_nothing() {
+    if !require_root("a_restart_after_sigkill_records_jobs_lost_and_leaves_nothing") {
+        return;
+    }
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    let uid = 61300;
+    let env = TestEnv::new("recovery", uid);
+    let state = env.dir.path().join("state");
+    let mut d = Daemon::start_in(&env, &state, &[]);
+
+    // A (client OWNER_A): the escaping tree; its three forks ignore SIGTERM and have no
+    // PR_SET_PDEATHSIG (it is not inherited), so they survive the daemon.
+    let tree = escaping_tree_script("recovery-tree");
+    let mut a = Proc::spawn(as_client(
+        d.run_cmd(&["--profile", PROFILE], &["sh", "-c", &tree]),
+        OWNER_A,
+    ));
+    let tree_pids = read_tree_pids(&mut a);
+    let tree_cgroup = check_tree_is_escaping(&tree_pids, uid, &env.cgroup_parent);
+    // B (client OWNER_B): a shell with one background child that survives it.
+    let mut b = Proc::spawn(as_client(
+        d.run_cmd(
+            &["--profile", PROFILE],
+            &[
+                "sh",
+                "-c",
+                ": recovery-bg; sleep 1000 & echo BG $!; echo MAIN $$; wait",
+            ],
+        ),
+        OWNER_B,
+    ));
+    let bg: i32 = b.wait_line("BG ", COMMAND_LIMIT)[3..].parse().unwrap();
+    let b_main: i32 = b.wait_line("MAIN ", COMMAND_LIMIT)[5..].parse().unwrap();
+    // C (root): a single process that dies with the daemon; recovery must still clean up.
+    let mut c = Proc::spawn(d.run_cmd(
+        &["--profile", PROFILE],
+        &[
+            "sh",
+            "-c",
+            ": recovery-single; echo MAIN $$; exec sleep 1000",
+        ],
+    ));
+    let c_main: i32 = c.wait_line("MAIN ", COMMAND_LIMIT)[5..].parse().unwrap();
+
+    let id_a = d.job_id_from_ps("recovery-tree");
+    let id_b = d.job_id_from_ps("recovery-bg");
+    let id_c = d.job_id_from_ps("recovery-single");
+    let mut all_ids = vec![id_a.clone(), id_b.clone(), id_c.clone()];
+    all_ids.sort();
+    // CONTROL: each job is recorded, has its cgroup and its fresh workspace.
+    let records: Vec<String> = all_ids.iter().map(|i| format!("{i}.json")).collect();
+    assert_eq!(entries(&state.join("jobs")), records);
+    for id in &all_ids {
+        assert!(!env.cgroups_of_job(id).is_empty(), "{id} has no cgroup");
+        assert!(
+            state
+                .join("workspaces")
+                .join(format!("stockade-ws-{id}"))
+                .is_dir(),
+            "{id} has no fresh workspace"
+        );
+    }
+    assert!(
+        tree_cgroup.ends_with(&id_a),
+        "{tree_cgroup} is not {id_a}'s"
+    );
+
+    // SIGKILL: the daemon gets no chance to clean anything up.
+    kill(Pid::from_raw(d.pid()), Signal::SIGKILL).unwrap();
+    let until = Instant::now() + SETTLE_LIMIT;
+    while d.is_running() {
+        assert!(Instant::now() < until, "daemon survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (name, p) in [("A", a), ("B", b), ("C", c)] {
+        let out = p.finish();
+        assert_ne!(out.code(), 0, "client {name} must fail\n{}", out.describe());
+        assert!(
+            out.stderr.contains("closed the connection"),
+            "client {name}\n{}",
+            out.describe()
+        );
+    }
+    // CONTROL: what PR_SET_PDEATHSIG cannot cover survives, still in the job's cgroup: the tree's
+    // three forks and B's background child. The main processes got SIGKILL.
+    let until = Instant::now() + SETTLE_LIMIT;
+    while [b_main, c_main, tree_pids[0].1]
+        .iter()
+        .any(|p| is_process_of_uid(*p, uid) && !proc_info(*p).unwrap().state.starts_with('Z'))
+    {
+        assert!(
+            Instant::now() < until,
+            "the jobs' main processes outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let survivors: Vec<i32> = tree_pids[1..].iter().map(|(_, p)| *p).chain([bg]).collect();
+    for p in &survivors {
+        let info = proc_info(*p).unwrap_or_else(|| panic!("survivor {p} is gone already"));
+        assert!(
+            info.uids.contains(&uid) && !info.state.starts_with('Z'),
+            "{info:?}"
+        );
+        let cg = unified_cgroup_of(*p).unwrap();
+        assert!(
+            cg.starts_with(&format!("/{}/", env.cgroup_parent)),
+            "{p} left its job cgroup: {cg}"
+        );
+    }
+    assert_eq!(
+        entries(&state.join("jobs")),
+        records,
+        "records after the crash"
+    );
+
+    // Restart on the same state directory: recovery runs before the first request is served.
+    let d2 = Daemon::start_in(&env, &state, &[]);
+    let lost = lost_jobs(&d2.socket);
+
+    // No job process survives (every pid checked, zombies count), no job cgroup, no workspace,
+    // no job record.
+    let all_pids: Vec<(String, i32)> = tree_pids
+        .iter()
+        .cloned()
+        .chain([
+            ("bg".into(), bg),
+            ("b-main".into(), b_main),
+            ("c-main".into(), c_main),
+        ])
+        .collect();
+    assert_no_job_process(&env, "after the restart");
+    assert_pids_gone(&all_pids, uid);
+    assert!(env.job_cgroups().is_empty(), "{:?}", env.job_cgroups());
+    assert_eq!(entries(&state.join("workspaces")), Vec::<String>::new());
+    assert_eq!(entries(&state.join("jobs")), Vec::<String>::new());
+
+    // Each job is lost, with how many processes were found and killed.
+    let mut got: Vec<&str> = lost.iter().map(|l| l.record.job.as_str()).collect();
+    got.sort();
+    assert_eq!(got, all_ids.iter().map(String::as_str).collect::<Vec<_>>());
+    for (id, owner, killed) in [
+        (&id_a, Some(OWNER_A), 3),
+        (&id_b, Some(OWNER_B), 1),
+        (&id_c, Some(0), 0),
+    ] {
+        let l = lost.iter().find(|l| &l.record.job == id).unwrap();
+        assert_eq!(l.owner_uid, owner, "{l:?}");
+        assert_eq!(l.record.profile, PROFILE);
+        assert_eq!(l.record.exit_code, 125);
+        assert!(l.started_unix_ms > 0 && l.recovered_unix_ms >= l.started_unix_ms);
+        let Cause::Lost { detail } = &l.record.cause else {
+            panic!("{id}: cause {:?}", l.record.cause)
+        };
+        assert!(
+            detail.contains(&format!("at restart {killed} of its processes"))
+                && detail.contains("cgroup and workspace were removed"),
+            "{id}: {detail}"
+        );
+    }
+    assert_eq!(
+        lost.iter().find(|l| l.record.job == id_a).unwrap().argv,
+        ["sh", "-c", tree.as_str()]
+    );
+
+    // Visible to the owner only; root sees all. And it outlives another restart.
+    let check_visibility = |d: &Daemon| {
+        assert_eq!(
+            lost_ids_in_ps(d, Some(OWNER_A)),
+            std::slice::from_ref(&id_a)
+        );
+        assert_eq!(
+            lost_ids_in_ps(d, Some(OWNER_B)),
+            std::slice::from_ref(&id_b)
+        );
+        assert_eq!(lost_ids_in_ps(d, Some(STRANGER)), Vec::<String>::new());
+        assert_eq!(lost_ids_in_ps(d, None), all_ids);
+    };
+    check_visibility(&d2);
+    assert!(d2.stop().success());
+    let d3 = Daemon::start_in(&env, &state, &[]);
+    check_visibility(&d3);
+    assert_eq!(
+        lost_jobs(&d3.socket),
+        lost,
+        "lost records changed across a restart"
+    );
+    assert!(d3.stop().success());
+    drop(d);
+    env.finish();
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused() {
+    if !require_root("a_second_daemon_on_the_same_state_dir_is_refused") {
+        return;
+    }
+    let env = TestEnv::new("recovery-lock", 61304);
+    let state = env.dir.path().join("state");
+    let d = Daemon::start_in(&env, &state, &[]);
+    // Another socket, same state directory: recovery there would kill the first daemon's jobs.
+    let socket = env.dir.path().join("other.sock");
+    let mut cmd = std::process::Command::new(STOCKADE);
+    cmd.arg("serve")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--profiles")
+        .arg(&env.profiles)
+        .arg("--cgroup-parent")
+        .arg(&env.cgroup_parent);
+    let out = Proc::spawn(cmd).finish();
+    assert_eq!(out.code(), 125, "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains(&format!("state directory {} is in use", state.display())),
+        "{}",
+        out.describe()
+    );
+    assert!(!socket.exists(), "a refused daemon left its socket");
+    // The first daemon still serves.
+    let ok = d.run(&["true"]);
+    assert_eq!(ok.code(), 0, "{}", ok.describe());
+    assert!(d.stop().success());
+    env.finish();
+}
