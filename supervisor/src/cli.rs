@@ -106,6 +106,11 @@ pub struct HostArgs {
     /// stockade's own parent cgroup, relative to each hierarchy's root
     #[arg(long, default_value = "stockade", hide_short_help = true)]
     pub cgroup_parent: String,
+    /// How the exec helper enters the job's cgroup: `auto` starts it there with
+    /// clone3(CLONE_INTO_CGROUP) where cgroup2 allows it, `procs` always writes cgroup.procs
+    /// (for benchmarks and tests of the fallback)
+    #[arg(long, value_enum, default_value = "auto", hide = true)]
+    pub cgroup_attach: crate::helper_proc::AttachMode,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,7 @@ pub fn launcher(host: &HostArgs, scratch_root: PathBuf) -> anyhow::Result<Launch
         cgroups,
         scratch_root,
         workspace_roots: None,
+        attach: host.cgroup_attach,
     })
 }
 

@@ -10,6 +10,7 @@ mod config;
 mod daemon;
 mod doctor;
 mod exec_cmd;
+mod helper_proc;
 mod job;
 mod reaper;
 mod recovery;
