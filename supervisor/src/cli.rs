@@ -111,6 +111,17 @@ pub struct HostArgs {
     /// (for benchmarks and tests of the fallback)
     #[arg(long, value_enum, default_value = "auto", hide = true)]
     pub cgroup_attach: crate::helper_proc::AttachMode,
+    /// `host`: the layout the host has; `unified`: only its cgroup2 mount, as on a pure v2 host
+    /// (benchmarks of the v2 launch path on hybrid hosts; limits need controllers there)
+    #[arg(long, value_enum, default_value = "host", hide = true)]
+    pub cgroup_layout: LayoutChoice,
+}
+
+/// `--cgroup-layout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutChoice {
+    Host,
+    Unified,
 }
 
 #[derive(Debug, Args)]
