@@ -23,8 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "sleep 1000 &"
     };
-    let script =
-        format!("i=1; while [ $i -lt {n} ]; do {body} i=$((i+1)); done; echo READY; wait");
+    let script = format!("i=1; while [ $i -lt {n} ]; do {body} i=$((i+1)); done; echo READY; wait");
     let mut client = Client::connect(std::path::Path::new(socket), "cancel-bench").await?;
     let submitted = client
         .submit(JobRequest {
