@@ -337,3 +337,110 @@ fn a_second_daemon_on_the_same_state_dir_is_refused() {
     assert!(d.stop().success());
     env.finish();
 }
+
+/// The cgroup2 mount (`/sys/fs/cgroup/unified` on hybrid hosts, else `/sys/fs/cgroup`).
+fn cgroup2_root() -> std::path::PathBuf {
+    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.procs");
+    if hybrid.exists() {
+        hybrid.parent().unwrap().to_path_buf()
+    } else {
+        "/sys/fs/cgroup".into()
+    }
+}
+
+/// A root-owned `sleep` moved into a new cgroup2 group `<parent>/<name>`.
+fn sleeper_in_group(parent: &str, name: &str) -> (std::process::Child, std::path::PathBuf) {
+    let dir = cgroup2_root().join(parent).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+    (child, dir)
+}
+
+#[test]
+fn an_unreadable_record_is_still_recovered_and_unrecorded_groups_are_left_alone() {
+    if !require_root("an_unreadable_record_is_still_recovered_and_unrecorded_groups_are_left_alone")
+    {
+        return;
+    }
+    let env = TestEnv::new("recovery-odd", 61307);
+    let state = env.dir.path().join("state");
+    std::fs::create_dir_all(state.join("jobs")).unwrap();
+    std::fs::create_dir_all(state.join("workspaces")).unwrap();
+    // A job whose record is garbage (say, cut short by a host crash) but whose cgroup and
+    // workspace exist, with a process still in the group.
+    let corrupt = "j-0000000000aa";
+    std::fs::write(
+        state.join("jobs").join(format!("{corrupt}.json")),
+        b"{\"vers",
+    )
+    .unwrap();
+    let (mut victim, victim_dir) = sleeper_in_group(&env.cgroup_parent, corrupt);
+    let ws = state
+        .join("workspaces")
+        .join(format!("stockade-ws-{corrupt}"));
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("file"), b"x").unwrap();
+    // A fresh workspace no record claims (a host crash before the record reached the disk), and
+    // something in workspaces/ that stockade did not create.
+    let unclaimed = state.join("workspaces").join("stockade-ws-j-0000000000bb");
+    std::fs::create_dir(&unclaimed).unwrap();
+    let not_ours = state.join("workspaces").join("keep-me");
+    std::fs::create_dir(&not_ours).unwrap();
+    // A job group under the same parent that no record names (a `stockade exec` job, say).
+    let (mut foreign, foreign_dir) = sleeper_in_group(&env.cgroup_parent, "j-0000000000cc");
+
+    let d = Daemon::start_in(&env, &state, &[]);
+    let lost = lost_jobs(&d.socket);
+    // The recorded job: its process killed, its group, workspace and record gone; lost, with no
+    // known owner, so only root sees it.
+    let status = victim.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert!(!victim_dir.exists(), "{} left", victim_dir.display());
+    assert!(env.cgroups_of_job(corrupt).is_empty());
+    assert!(!ws.exists() && !unclaimed.exists());
+    assert!(
+        not_ours.exists(),
+        "recovery removed a directory it did not create"
+    );
+    assert_eq!(entries(&state.join("jobs")), Vec::<String>::new());
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].record.job, corrupt);
+    assert_eq!(lost[0].owner_uid, None);
+    let Cause::Lost { detail } = &lost[0].record.cause else {
+        panic!("{lost:?}")
+    };
+    assert!(detail.contains("at restart 1 of its processes"), "{detail}");
+    assert_eq!(lost_ids_in_ps(&d, Some(OWNER_A)), Vec::<String>::new());
+    assert_eq!(lost_ids_in_ps(&d, None), [corrupt.to_string()]);
+    // The unrecorded group: untouched, its process alive, and the daemon says so in its log.
+    assert!(foreign_dir.is_dir());
+    assert_eq!(
+        foreign.try_wait().unwrap(),
+        None,
+        "recovery killed a job it does not own"
+    );
+    let log = d.log.clone();
+    assert!(d.stop().success());
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("left alone"),
+        "no warning about the unrecorded group"
+    );
+    foreign.kill().unwrap();
+    foreign.wait().unwrap();
+    let until = Instant::now() + SETTLE_LIMIT;
+    while std::fs::remove_dir(&foreign_dir).is_err() {
+        assert!(Instant::now() < until, "rmdir {}", foreign_dir.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_dir(&not_ours).unwrap();
+    env.finish();
+}
