@@ -195,6 +195,13 @@ impl Client {
         Ok(request)
     }
 
+    /// Sends `ListLost`; returns the request id that `LostJobs` will carry.
+    pub async fn list_lost(&mut self) -> Result<RequestId, ClientError> {
+        let request = self.take_request_id();
+        self.send(&ClientMessage::ListLost { request }).await?;
+        Ok(request)
+    }
+
     /// Sends one message as is. Request ids in it are the caller's business; ids the typed
     /// helpers hand out count up from 1.
     ///
@@ -264,6 +271,7 @@ fn message_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Result { .. } => "result",
         ServerMessage::Canceled { .. } => "canceled",
         ServerMessage::Jobs { .. } => "jobs",
+        ServerMessage::LostJobs { .. } => "lost_jobs",
         ServerMessage::Error { .. } => "error",
     }
 }

@@ -47,6 +47,12 @@ pub enum ClientMessage {
         /// Echoed in the reply.
         request: RequestId,
     },
+    /// List this client's jobs that were lost in a crash of an earlier daemon instance (all of
+    /// them for root). Answered by `LostJobs`.
+    ListLost {
+        /// Echoed in the reply.
+        request: RequestId,
+    },
 }
 
 /// Messages the supervisor sends.
@@ -109,6 +115,13 @@ pub enum ServerMessage {
         kind: ErrorKind,
         /// One line for a human: what, where and why.
         message: String,
+    },
+    /// Reply to `ListLost`.
+    LostJobs {
+        /// The `ListLost` this answers.
+        request: RequestId,
+        /// Jobs of an earlier daemon instance that crashed, visible to this client, oldest first.
+        jobs: Vec<LostJob>,
     },
 }
 
@@ -180,6 +193,22 @@ pub struct JobSummary {
     pub running_ms: u64,
 }
 
+/// A job that was running when an earlier instance of the daemon died. The restarted daemon
+/// killed whatever was left of it and removed its cgroup and the directories it had created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostJob {
+    /// Uid of the client that submitted it (`None` if its record was unreadable: root only).
+    pub owner_uid: Option<u32>,
+    /// Its command line (empty if unknown).
+    pub argv: Vec<String>,
+    /// When it was submitted, in milliseconds since the Unix epoch (0 if unknown).
+    pub started_unix_ms: u64,
+    /// When the restarted daemon recovered it, in milliseconds since the Unix epoch.
+    pub recovered_unix_ms: u64,
+    /// Its result record, with cause `lost`.
+    pub record: ResultRecord,
+}
+
 /// Why a job ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,13 +254,19 @@ pub enum Cause {
     /// The job's stdout and stderr together reached the output limit: exactly that many bytes
     /// were delivered, the rest was discarded, and stockade ended the job.
     OutputLimit,
+    /// The daemon that ran the job died (crash, SIGKILL) while the job ran; a restarted daemon
+    /// killed what was left of the job and cleaned up after it. Its outcome is unknown.
+    Lost {
+        /// One line for a human: what recovery found and did.
+        detail: String,
+    },
 }
 
 impl Cause {
     /// The exit code `stockade run`/`exec` use for this cause: the job's code, 128+N for signal N,
     /// 124 for a deadline (wall clock, CPU time or idle), 137 for an OOM kill, 125 when stockade
-    /// refused or could not set up, 141 (128 + SIGPIPE) at the output limit, and 143 (128 +
-    /// SIGTERM) for a canceled job.
+    /// refused or could not set up or lost the job in a daemon crash, 141 (128 + SIGPIPE) at the
+    /// output limit, and 143 (128 + SIGTERM) for a canceled job.
     pub fn exit_code(&self) -> i32 {
         match self {
             Cause::Exited { code } => *code,
@@ -239,7 +274,7 @@ impl Cause {
             Cause::WallTimeout => 124,
             Cause::OomKilled => 137,
             Cause::Canceled => 128 + 15,
-            Cause::SetupFailed { .. } | Cause::Rejected { .. } => 125,
+            Cause::SetupFailed { .. } | Cause::Rejected { .. } | Cause::Lost { .. } => 125,
             // Deadlines of another kind: the same status as the wall-clock deadline.
             Cause::CpuTimeout | Cause::IdleTimeout => 124,
             // As if the reader had closed the pipe (`yes | head`: 128 + SIGPIPE).

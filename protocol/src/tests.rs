@@ -50,6 +50,9 @@ fn records() -> Vec<ResultRecord> {
         Cause::CpuTimeout,
         Cause::IdleTimeout,
         Cause::OutputLimit,
+        Cause::Lost {
+            detail: "daemon died; 3 processes killed at restart".into(),
+        },
     ];
     causes
         .into_iter()
@@ -94,6 +97,7 @@ fn every_client_message_roundtrips() {
         },
         ClientMessage::List { request: 250 },
         ClientMessage::List { request: 251 },
+        ClientMessage::ListLost { request: 252 },
     ];
     for m in &msgs {
         roundtrip(m);
@@ -148,6 +152,10 @@ fn every_server_message_roundtrips() {
             request: 4,
             jobs: vec![],
         },
+        ServerMessage::LostJobs {
+            request: 5,
+            jobs: vec![],
+        },
     ];
     for kind in [
         ErrorKind::BadFrame,
@@ -171,7 +179,17 @@ fn every_server_message_roundtrips() {
     for record in records() {
         msgs.push(ServerMessage::Result {
             job: record.job.clone(),
-            record,
+            record: record.clone(),
+        });
+        msgs.push(ServerMessage::LostJobs {
+            request: 6,
+            jobs: vec![LostJob {
+                owner_uid: record.uid,
+                argv: vec!["sleep".into(), "1000".into()],
+                started_unix_ms: u64::MAX,
+                recovered_unix_ms: 1,
+                record,
+            }],
         });
     }
     for m in &msgs {
@@ -197,6 +215,7 @@ fn variant_indices_match_the_doc_tables() {
             job: String::new(),
         },
         ClientMessage::List { request: 0 },
+        ClientMessage::ListLost { request: 0 },
     ];
     for (i, m) in client.iter().enumerate() {
         assert_eq!(first(encode_frame(m).unwrap()), i as u8, "{m:?}");
@@ -226,6 +245,12 @@ fn variant_indices_match_the_doc_tables() {
         },
         Cause::Rejected {
             reason: String::new(),
+        },
+        Cause::CpuTimeout,
+        Cause::IdleTimeout,
+        Cause::OutputLimit,
+        Cause::Lost {
+            detail: String::new(),
         },
     ];
     for (i, c) in causes.iter().enumerate() {

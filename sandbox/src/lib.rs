@@ -13,6 +13,7 @@ pub mod landlock;
 mod plan;
 mod report;
 pub mod seccomp;
+pub mod spawn;
 mod sys;
 pub mod wire;
 

@@ -1,6 +1,8 @@
 /* Launch-latency driver for scripts/bench: times posix_spawn + waitpid of each configuration,
  * interleaved round by round (A B C A B C ...) so that noise on this shared machine hits every
- * configuration alike. Prints one line per sample: "<config index> <nanoseconds> <exit status>". */
+ * configuration alike. Prints one line per sample: "<config index> <nanoseconds> <exit status>".
+ * With --gap-ms N it sleeps N ms before every launch (sporadic launches: an idle gap long enough
+ * for the kernel's cgroup rwsem to fall back to its slow writer path). */
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,15 +20,21 @@ static long long now_ns(void) {
 }
 
 int main(int argc, char **argv) {
-    /* usage: spawn_bench ROUNDS :: cmd1 args ... :: cmd2 args ... */
+    /* usage: spawn_bench ROUNDS [--gap-ms N] :: cmd1 args ... :: cmd2 args ... */
     if (argc < 4) {
-        fprintf(stderr, "usage: %s ROUNDS :: CMD... [:: CMD...]...\n", argv[0]);
+        fprintf(stderr, "usage: %s ROUNDS [--gap-ms N] :: CMD... [:: CMD...]...\n", argv[0]);
         return 2;
     }
     int rounds = atoi(argv[1]);
+    int first = 2;
+    long gap_ms = 0;
+    if (strcmp(argv[2], "--gap-ms") == 0) {
+        gap_ms = atol(argv[3]);
+        first = 4;
+    }
     char **cmds[16];
     int n = 0;
-    for (int i = 2; i < argc && n < 16; i++) {
+    for (int i = first; i < argc && n < 16; i++) {
         if (strcmp(argv[i], "::") == 0) {
             argv[i] = NULL;
             if (i + 1 < argc) cmds[n++] = &argv[i + 1];
@@ -35,6 +43,10 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++) {
         for (int c = 0; c < n; c++) {
             pid_t pid;
+            if (gap_ms > 0) {
+                struct timespec gap = {gap_ms / 1000, (gap_ms % 1000) * 1000000L};
+                nanosleep(&gap, NULL);
+            }
             long long t0 = now_ns();
             int rc = posix_spawn(&pid, cmds[c][0], NULL, NULL, cmds[c], environ);
             if (rc != 0) {

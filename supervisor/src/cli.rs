@@ -107,6 +107,22 @@ pub struct HostArgs {
     /// stockade's own parent cgroup, relative to each hierarchy's root
     #[arg(long, default_value = "stockade", hide_short_help = true)]
     pub cgroup_parent: String,
+    /// How the exec helper enters the job's cgroup: `auto` starts it there with
+    /// clone3(CLONE_INTO_CGROUP) where cgroup2 allows it, `procs` always writes cgroup.procs
+    /// (for benchmarks and tests of the fallback)
+    #[arg(long, value_enum, default_value = "auto", hide = true)]
+    pub cgroup_attach: crate::helper_proc::AttachMode,
+    /// `host`: the layout the host has; `unified`: only its cgroup2 mount, as on a pure v2 host
+    /// (benchmarks of the v2 launch path on hybrid hosts; limits need controllers there)
+    #[arg(long, value_enum, default_value = "host", hide = true)]
+    pub cgroup_layout: LayoutChoice,
+}
+
+/// `--cgroup-layout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutChoice {
+    Host,
+    Unified,
 }
 
 #[derive(Debug, Args)]

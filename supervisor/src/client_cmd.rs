@@ -78,25 +78,17 @@ pub fn ps(a: SocketArg) -> anyhow::Result<ExitCode> {
     init_tracing("warn");
     runtime()?.block_on(async move {
         let mut client = Client::connect(&a.socket, &client_name()).await?;
-        let req = client.list().await?;
-        loop {
+        let running_req = client.list().await?;
+        let lost_req = client.list_lost().await?;
+        let mut running = None;
+        let mut lost = None;
+        while running.is_none() || lost.is_none() {
             match client.recv().await? {
-                Some(ServerMessage::Jobs { request, jobs }) if request == req => {
-                    println!(
-                        "{:<16} {:<10} {:>6} {:>9}  COMMAND",
-                        "JOB", "PROFILE", "OWNER", "RUNNING"
-                    );
-                    for j in jobs {
-                        println!(
-                            "{:<16} {:<10} {:>6} {:>8}s  {}",
-                            j.job,
-                            j.profile,
-                            j.owner_uid,
-                            j.running_ms / 1000,
-                            display_argv(&j.argv)
-                        );
-                    }
-                    return Ok(ExitCode::SUCCESS);
+                Some(ServerMessage::Jobs { request, jobs }) if request == running_req => {
+                    running = Some(jobs)
+                }
+                Some(ServerMessage::LostJobs { request, jobs }) if request == lost_req => {
+                    lost = Some(jobs)
                 }
                 Some(ServerMessage::Error { kind, message, .. }) => {
                     return Err(ClientError::Server { kind, message }.into())
@@ -105,6 +97,42 @@ pub fn ps(a: SocketArg) -> anyhow::Result<ExitCode> {
                 None => bail!("the daemon closed the connection"),
             }
         }
+        println!(
+            "{:<16} {:<10} {:>6} {:>9}  COMMAND",
+            "JOB", "PROFILE", "OWNER", "RUNNING"
+        );
+        for j in running.unwrap_or_default() {
+            println!(
+                "{:<16} {:<10} {:>6} {:>8}s  {}",
+                j.job,
+                j.profile,
+                j.owner_uid,
+                j.running_ms / 1000,
+                display_argv(&j.argv)
+            );
+        }
+        let lost = lost.unwrap_or_default();
+        if !lost.is_empty() {
+            // Jobs that were running when an earlier daemon died: killed and cleaned up at its
+            // restart. Their outcome is unknown.
+            println!();
+            println!(
+                "{:<16} {:<10} {:>6} {:<9}  COMMAND",
+                "LOST JOB", "PROFILE", "OWNER", "CAUSE"
+            );
+            for l in lost {
+                let owner = l.owner_uid.map_or("?".to_string(), |u| u.to_string());
+                println!(
+                    "{:<16} {:<10} {:>6} {:<9}  {}",
+                    l.record.job,
+                    display_argv(std::slice::from_ref(&l.record.profile)),
+                    owner,
+                    "lost",
+                    display_argv(&l.argv)
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 

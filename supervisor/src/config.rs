@@ -26,8 +26,17 @@ pub fn load_profiles(dir: Option<&Path>) -> anyhow::Result<ProfileSet> {
 
 /// The per-host part of launching jobs.
 pub fn launcher(host: &HostArgs, scratch_root: PathBuf) -> anyhow::Result<Launcher> {
-    let layout =
+    let mut layout =
         Layout::detect(Path::new("/proc/self/mountinfo")).context("detect the cgroup layout")?;
+    if host.cgroup_layout == crate::cli::LayoutChoice::Unified {
+        let root = layout.unified().map(Path::to_owned).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--cgroup-layout unified: this host has no cgroup2 mount ({})",
+                layout.describe()
+            )
+        })?;
+        layout = Layout::V2 { root };
+    }
     let cgroups = CgroupManager::new(layout, &host.cgroup_parent)
         .with_context(|| format!("cgroup parent {:?}", host.cgroup_parent))?;
     Ok(Launcher {
@@ -37,6 +46,7 @@ pub fn launcher(host: &HostArgs, scratch_root: PathBuf) -> anyhow::Result<Launch
         cgroups,
         scratch_root,
         workspace_roots: None,
+        attach: host.cgroup_attach,
     })
 }
 

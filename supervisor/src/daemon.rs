@@ -14,13 +14,14 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use stockade_profiles::ProfileSet;
 use stockade_protocol::{
-    write_frame, ClientMessage, ErrorKind, FrameReader, JobId, JobRequest, JobSummary, RequestId,
-    ServerMessage, PROTOCOL_VERSION,
+    write_frame, ClientMessage, ErrorKind, FrameReader, JobId, JobRequest, JobSummary, LostJob,
+    RequestId, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cli::{init_tracing, ServeArgs};
+use crate::recovery::{self, Journal};
 use crate::{config, job};
 
 /// Most connections served at once; more wait in the kernel's accept queue.
@@ -38,9 +39,28 @@ pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let roots = job::workspace_roots(&a.workspace_roots).map_err(anyhow::Error::msg)?;
     launcher.workspace_roots = Some(roots);
     let listener = bind(&a.socket)?;
-    if let Err(e) = prepare_state_dir(&a.state_dir) {
-        let _ = std::fs::remove_file(&a.socket);
-        return Err(e);
+    // The state directory's lock refuses a second daemon on it; then jobs an earlier instance
+    // left running are killed and cleaned up before any new job starts (see recovery.rs).
+    // Clients that connect meanwhile wait in the accept queue.
+    let recovered = prepare_state_dir(&a.state_dir)
+        .and_then(|()| Journal::open(&a.state_dir))
+        .and_then(|journal| {
+            let now = journal.recover(&launcher.cgroups)?;
+            let lost = journal.load_lost()?;
+            Ok((journal, now.len(), lost))
+        });
+    let (journal, recovered_now, lost) = match recovered {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&a.socket);
+            return Err(e);
+        }
+    };
+    if recovered_now > 0 {
+        tracing::warn!(
+            jobs = recovered_now,
+            "recovered jobs lost in a crash of the previous daemon"
+        );
     }
     tracing::info!(
         profiles = %profiles.names().join(","),
@@ -57,7 +77,9 @@ pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
         listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(listener)?;
         tracing::info!(socket = %a.socket.display(), "listening");
-        let shared = Arc::new(Shared::new(Arc::new(launcher), Arc::new(profiles)));
+        let shared = Arc::new(
+            Shared::new(Arc::new(launcher), Arc::new(profiles)).with_journal(journal, lost),
+        );
         run(listener, shared, shutdown_signal()).await;
         let _ = std::fs::remove_file(&a.socket);
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
@@ -155,6 +177,10 @@ pub struct Shared {
     launcher: Arc<job::Launcher>,
     profiles: Arc<ProfileSet>,
     jobs: Mutex<HashMap<JobId, Running>>,
+    /// Where running jobs are recorded for crash recovery (`None`: not recorded, tests only).
+    journal: Option<Journal>,
+    /// Jobs lost in crashes of earlier instances, oldest first.
+    lost: Vec<LostJob>,
     next_connection: AtomicU64,
     /// Set once on shutdown: connections stop reading requests.
     stopping: watch::Sender<bool>,
@@ -176,14 +202,81 @@ impl Shared {
             launcher,
             profiles,
             jobs: Mutex::new(HashMap::new()),
+            journal: None,
+            lost: Vec::new(),
             next_connection: AtomicU64::new(1),
             stopping: watch::channel(false).0,
         }
     }
 
+    /// Record running jobs in `journal`, and answer `ListLost` from `lost`.
+    pub fn with_journal(mut self, journal: Journal, lost: Vec<LostJob>) -> Shared {
+        self.journal = Some(journal);
+        self.lost = lost;
+        self
+    }
+
     fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
         // A panic while holding the lock leaves the map consistent (single inserts/removes).
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a job in the journal before anything is created for it. A job that cannot be
+    /// recorded does not run: after a crash nobody could clean up after it.
+    fn record_start(
+        &self,
+        id: &str,
+        owner_uid: u32,
+        req: &JobRequest,
+    ) -> Result<(), Box<stockade_protocol::ResultRecord>> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let entry = recovery::JobEntry {
+            version: recovery::RECORD_VERSION,
+            job: id.to_string(),
+            owner_uid,
+            profile: req.profile.clone(),
+            argv: req.argv.clone(),
+            cgroup_parent: self.launcher.cgroups.parent().display().to_string(),
+            workspace: req
+                .workspace
+                .is_none()
+                .then(|| job::fresh_workspace_path(&self.launcher.scratch_root, id)),
+            started_unix_ms: recovery::now_unix_ms(),
+            daemon_pid: std::process::id(),
+        };
+        journal.begin(&entry).map_err(|e| {
+            Box::new(job::failed_before_start(
+                id,
+                &req.profile,
+                "record-job",
+                "write(state dir jobs/)",
+                &e,
+            ))
+        })
+    }
+
+    /// Forget a finished job, unless its cgroup or fresh workspace is still there (a cleanup
+    /// error was logged): then the record stays, and the next start cleans up and reports it.
+    fn record_end(&self, id: &str) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let cgroup_left = self.launcher.cgroups.open(id).is_ok();
+        let ws = job::fresh_workspace_path(&self.launcher.scratch_root, id);
+        if cgroup_left || ws.exists() {
+            tracing::error!(
+                job = id,
+                cgroup_left,
+                workspace_left = ws.exists(),
+                "job left something behind; its record stays for the next start to clean up"
+            );
+            return;
+        }
+        if let Err(e) = journal.end(id) {
+            tracing::error!(job = id, "{e}");
+        }
     }
 
     fn has_jobs(&self, connection: u64) -> bool {
@@ -416,6 +509,17 @@ impl Handler {
                     .collect();
                 self.send(ServerMessage::Jobs { request, jobs }).await;
             }
+            ClientMessage::ListLost { request } => {
+                // A lost job whose record was unreadable has no known owner: root only.
+                let jobs = self
+                    .shared
+                    .lost
+                    .iter()
+                    .filter(|l| l.owner_uid == Some(self.uid) || self.uid == 0)
+                    .cloned()
+                    .collect();
+                self.send(ServerMessage::LostJobs { request, jobs }).await;
+            }
         }
     }
 
@@ -443,6 +547,7 @@ impl Handler {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         let alive = self.alive.clone();
+        let owner_uid = self.uid;
         tokio::spawn(async move {
             let (out_tx, mut out_rx) = mpsc::channel::<job::Output>(16);
             let forward = {
@@ -462,15 +567,25 @@ impl Handler {
                     }
                 })
             };
-            let record = job::run(
-                shared.launcher.clone(),
-                id.clone(),
-                &shared.profiles,
-                req,
-                out_tx,
-                cancel_rx,
-            )
-            .await;
+            let record = match shared.record_start(&id, owner_uid, &req) {
+                Ok(()) => {
+                    let rec = job::run(
+                        shared.launcher.clone(),
+                        id.clone(),
+                        &shared.profiles,
+                        req,
+                        out_tx,
+                        cancel_rx,
+                    )
+                    .await;
+                    shared.record_end(&id);
+                    rec
+                }
+                Err(rec) => {
+                    drop(out_tx);
+                    *rec
+                }
+            };
             let _ = forward.await;
             shared.jobs().remove(&id);
             tracing::info!(job = %id, cause = ?record.cause, wall_ms = record.wall_ms, "result");

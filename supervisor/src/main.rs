@@ -10,9 +10,11 @@ mod config;
 mod daemon;
 mod doctor;
 mod exec_cmd;
+mod helper_proc;
 mod job;
 mod limits;
 mod reaper;
+mod recovery;
 
 /// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
 pub const EXIT_STOCKADE: u8 = 125;

@@ -531,3 +531,108 @@ fn kernel_v1_signal_and_populated_track_the_freezer() {
     job.remove().unwrap();
     g.finish();
 }
+
+/// `clone3(CLONE_INTO_CGROUP)` (crate::spawn): the child starts in the job's cgroup2 group
+/// (never in ours), with default signal dispositions and an empty signal mask whatever the
+/// caller had, only its three descriptors, and exec errors come back as errors with nothing left.
+#[test]
+fn clone_into_cgroup_starts_the_helper_in_its_group_clean() {
+    use crate::spawn::{spawn_helper_into_cgroup, SpawnError};
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+
+    let test = "clone_into_cgroup_starts_the_helper_in_its_group_clean";
+    let Some(layout) = host_layout(test) else {
+        return;
+    };
+    if layout.unified().is_none() {
+        not_applicable(test, "no cgroup2 hierarchy");
+        return;
+    }
+    let mut g = Guard::new(layout);
+    let job = g.create("into", &Limits::default());
+    let dir = job.cgroup2_dir().unwrap().to_owned();
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("fake-helper");
+    fs::write(
+        &script,
+        "#!/bin/sh\ngrep '^0::' /proc/self/cgroup\ngrep -E '^Sig(Blk|Ign)' /proc/self/status\n\
+         echo args \"$@\"\nls /proc/self/fd | tr '\\n' ' '\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // CONTROL: this thread blocks SIGUSR1, and the test harness ignores SIGPIPE; neither may
+    // reach the child.
+    let mut block = SigSet::empty();
+    block.add(Signal::SIGUSR1);
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&block), Some(&mut old)).unwrap();
+    let spawned = spawn_helper_into_cgroup(&script, &dir);
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).unwrap();
+    let h = spawned.unwrap_or_else(|e| panic!("{e:?}"));
+    let mut out = String::new();
+    fs::File::from(h.stdout).read_to_string(&mut out).unwrap();
+    let status = waitid(Id::PIDFd(h.pidfd.as_fd()), WaitPidFlag::WEXITED).unwrap();
+    assert!(
+        matches!(status, WaitStatus::Exited(_, 0)),
+        "{status:?}\n{out}"
+    );
+    let parent = g.mgr.parent().display().to_string();
+    assert!(
+        out.contains(&format!("0::/{parent}/into\n")),
+        "not started in its group:\n{out}"
+    );
+    assert!(out.contains("SigBlk:\t0000000000000000\n"), "{out}");
+    assert!(out.contains("SigIgn:\t0000000000000000\n"), "{out}");
+    assert!(out.contains("args __stockade-init\n"), "{out}");
+    // 0, 1, 2, ls's own directory descriptor, and whatever this test process itself holds
+    // without close-on-exec (the helper closes those in its step 1): nothing of the spawn.
+    let inheritable: Vec<i32> = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd: &i32| {
+            nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_GETFD)
+                .is_ok_and(|f| f & libc::FD_CLOEXEC == 0)
+        })
+        .collect();
+    let child_fds: Vec<i32> = out
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let extra: Vec<i32> = child_fds
+        .iter()
+        .copied()
+        .filter(|fd| *fd > 2 && !inheritable.contains(fd))
+        .collect();
+    assert!(
+        extra.len() <= 1,
+        "descriptors leaked into the child: {extra:?} ({out:?})"
+    );
+    drop(h.ctrl);
+
+    // A helper that cannot be executed: an error naming the call, no process left behind.
+    let missing = tmp.path().join("missing");
+    match spawn_helper_into_cgroup(&missing, &dir) {
+        Err(SpawnError::Failed(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("CLONE_INTO_CGROUP"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !job.is_populated().unwrap(),
+        "the failed child is still in the group"
+    );
+    // Not a cgroup directory: refused, never silently started elsewhere.
+    match spawn_helper_into_cgroup(&script, tmp.path()) {
+        Err(SpawnError::Failed(e)) => assert!(e.to_string().contains("EBADF"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -149,7 +149,7 @@ impl Layout {
     }
 
     /// The cgroup2 mount, if there is one.
-    pub(crate) fn unified(&self) -> Option<&Path> {
+    pub fn unified(&self) -> Option<&Path> {
         match self {
             Layout::V2 { root } => Some(root),
             Layout::Hybrid { unified, .. } => Some(unified),

@@ -135,6 +135,11 @@ impl CgroupManager {
         &self.layout
     }
 
+    /// The parent group, relative to each hierarchy's mount (validated).
+    pub fn parent(&self) -> &Path {
+        &self.parent
+    }
+
     /// Every hierarchy a job of this layout may use, in the order its first process joins them.
     fn sites(&self) -> Vec<Site> {
         let v1_wanted: &[&str] = match self.layout {
