@@ -12,9 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use stockade_sandbox::fsops::FilesPolicy;
 use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::seccomp::{CompiledSeccomp, SeccompPolicy};
 pub use stockade_sandbox::Namespaces;
+
+mod files;
 
 /// The default profiles shipped in the binary: (name, TOML text).
 pub const EMBEDDED: [(&str, &str); 3] = [
@@ -50,6 +53,8 @@ struct ProfileFile {
     seccomp: SeccompPolicy,
     #[serde(default)]
     mechanisms: MechanismsFile,
+    #[serde(default)]
+    files: files::FilesFile,
 }
 
 /// Landlock filesystem rules. Every path not listed here (nor the workspace, nor the private
@@ -242,6 +247,8 @@ pub struct Profile {
     pub landlock: Option<LandlockPlan>,
     /// Seccomp filters, compiled at load; `None`: off.
     pub seccomp: Option<CompiledSeccomp>,
+    /// What clients may do to files in this profile's workspaces (`[files]`).
+    pub files: FilesPolicy,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -747,6 +754,9 @@ pub fn parse_profile(
             }
         },
     };
+    let files = files::compile(file.files, &mut |key, value, reason| {
+        problem(key, value, reason, None)
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -775,6 +785,7 @@ pub fn parse_profile(
         fs: fs_rules,
         landlock,
         seccomp,
+        files,
     })
 }
 
