@@ -149,7 +149,7 @@ pub fn check_request(
 /// A requested workspace: an existing directory, and (for clients of the daemon) strictly below
 /// one of the operator's workspace roots once every symlink is resolved. The job gets read-write
 /// Landlock access to it, so this is what keeps a request from widening its profile.
-fn check_workspace(ws: &str, roots: Option<&[PathBuf]>) -> Result<PathBuf, String> {
+pub(crate) fn check_workspace(ws: &str, roots: Option<&[PathBuf]>) -> Result<PathBuf, String> {
     let path = Path::new(ws);
     if !path.is_absolute() {
         return Err(format!("workspace {ws} is not an absolute path"));
@@ -449,9 +449,14 @@ fn rlimits(profile: &Profile) -> Vec<Rlimit> {
     out
 }
 
+/// Name of a job's fresh workspace in the scratch directory.
+pub fn fresh_workspace_name(job_id: &str) -> String {
+    format!("stockade-ws-{job_id}")
+}
+
 fn fresh_workspace(root: &Path, job_id: &str, profile: &Profile) -> Result<PathBuf, Cause> {
     use std::os::unix::fs::DirBuilderExt;
-    let path = root.join(format!("stockade-ws-{job_id}"));
+    let path = root.join(fresh_workspace_name(job_id));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&path)
