@@ -278,15 +278,8 @@ impl Workspace {
         .map(take_fd)
         .map_err(|e| FsError::from_errno(e, anchor.display(), "open"))?;
         let rel = RelPath::parse(&below.to_string_lossy())?;
-        let root = resolve::open_beneath(
-            method,
-            anchor_fd.as_fd(),
-            &rel,
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-            false,
-        )
-        .map_err(|e| FsError::from_errno(e, anchor.join(below).display(), "open workspace"))?;
+        let root = resolve::open_workspace_root(method, anchor_fd.as_fd(), &rel)
+            .map_err(|e| FsError::from_errno(e, anchor.join(below).display(), "open workspace"))?;
         Ok(Workspace {
             root,
             method,

@@ -85,8 +85,24 @@ pub fn open_beneath(
 ) -> Result<OwnedFd, Errno> {
     let flags = flags | OFlag::O_CLOEXEC;
     match method {
-        Method::Openat2 => openat2_beneath(root, path, flags, mode, follow_symlinks),
-        Method::Walk => walk_beneath(root, path, flags, mode, follow_symlinks),
+        Method::Openat2 => openat2_beneath(root, path, flags, mode, follow_symlinks, false),
+        Method::Walk => walk_beneath(root, path, flags, mode, follow_symlinks, false),
+    }
+}
+
+/// Open the directory `path` below the trusted `anchor` (an operator's workspace root, or the
+/// scratch directory) as a workspace root: `O_PATH`, no symlinks, no magic links, no escape; but
+/// mount points may be crossed, since a workspace may well be its own mount (a size-limited
+/// file system per workspace). Inside the workspace, [`open_beneath`] never crosses a mount.
+pub fn open_workspace_root(
+    method: Method,
+    anchor: BorrowedFd<'_>,
+    path: &RelPath,
+) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    match method {
+        Method::Openat2 => openat2_beneath(anchor, path, flags, Mode::empty(), false, true),
+        Method::Walk => walk_beneath(anchor, path, flags, Mode::empty(), false, true),
     }
 }
 
@@ -96,10 +112,12 @@ fn openat2_beneath(
     flags: OFlag,
     mode: Mode,
     follow_symlinks: bool,
+    cross_mounts: bool,
 ) -> Result<OwnedFd, Errno> {
-    let mut resolve = ResolveFlag::RESOLVE_BENEATH
-        | ResolveFlag::RESOLVE_NO_MAGICLINKS
-        | ResolveFlag::RESOLVE_NO_XDEV;
+    let mut resolve = ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    if !cross_mounts {
+        resolve |= ResolveFlag::RESOLVE_NO_XDEV;
+    }
     if !follow_symlinks {
         resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
     }
@@ -174,8 +192,11 @@ fn walk_beneath(
     flags: OFlag,
     mode: Mode,
     follow_symlinks: bool,
+    cross_mounts: bool,
 ) -> Result<OwnedFd, Errno> {
     let root_dev = fstat(root)?.st_dev;
+    // Whether `dev` is a mount crossing we refuse.
+    let crossing = |dev: u64| !cross_mounts && dev != root_dev;
     // The directories walked so far; the last is the current one. Index 0 is the root.
     let mut stack: Vec<OwnedFd> = vec![reopen_dir(root.as_raw_fd(), OFlag::O_PATH)?];
     let mut rest: VecDeque<String> = path.components().iter().cloned().collect();
@@ -214,12 +235,12 @@ fn walk_beneath(
                     splice_link(link.as_fd(), &mut rest, &mut followed, follow_symlinks)?;
                     continue;
                 }
-                Ok(st) if st.st_dev != root_dev => return Err(Errno::EXDEV),
+                Ok(st) if crossing(st.st_dev) => return Err(Errno::EXDEV),
                 Ok(_) => {}
             }
             let fd = nix::fcntl::openat(Some(cur), name.as_str(), flags | OFlag::O_NOFOLLOW, mode)
                 .map(take_fd)?;
-            if fstat(fd.as_fd())?.st_dev != root_dev {
+            if crossing(fstat(fd.as_fd())?.st_dev) {
                 return Err(Errno::EXDEV);
             }
             return Ok(fd);
@@ -238,7 +259,7 @@ fn walk_beneath(
             splice_link(step.as_fd(), &mut rest, &mut followed, follow_symlinks)?;
             continue;
         }
-        if st.st_dev != root_dev {
+        if crossing(st.st_dev) {
             // Another mount (procfs, a bind mount): what RESOLVE_NO_XDEV refuses.
             return Err(Errno::EXDEV);
         }
