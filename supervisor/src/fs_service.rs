@@ -263,6 +263,13 @@ fn wire_entry(e: Entry) -> FsEntry {
 /// What the identity thread hands back.
 enum Done {
     Reply(FsReply),
+    /// A read of at most one chunk, done on the identity thread.
+    Small {
+        data: Vec<u8>,
+        offset: u64,
+        size: u64,
+    },
+    /// A larger read: streamed from the open descriptor off the identity thread.
     Read(fsops::ReadHandle),
     Listing(fsops::Listing),
 }
@@ -335,6 +342,20 @@ pub async fn handle(
             let _ = tx.send(ServerMessage::FsDone { request, reply }).await;
         }
         Ok(Done::Listing(listing)) => send_listing(&tx, request, listing).await,
+        Ok(Done::Small { data, offset, size }) => {
+            let bytes = data.len() as u64;
+            if bytes > 0 {
+                let _ = tx
+                    .send(ServerMessage::FsData {
+                        request,
+                        offset,
+                        data,
+                    })
+                    .await;
+            }
+            let reply = FsReply::Read { bytes, size };
+            let _ = tx.send(ServerMessage::FsDone { request, reply }).await;
+        }
         Ok(Done::Read(handle)) => {
             // The permission check happened at open, on the job's identity; streaming from the
             // open descriptor needs no identity, so it does not hold up the identity's thread.
@@ -375,9 +396,9 @@ async fn run(service: &FsService, r: Resolved, op: FsOp) -> Result<Done, FsError
     // Open the workspace root as the daemon (an O_PATH descriptor needs no permission), beneath
     // its trusted anchor with no symlink on the way; learn its owner if the target is a path.
     let (anchor, below, policy) = (r.anchor.clone(), r.below.clone(), r.policy);
-    let ws = tokio::task::spawn_blocking(move || Workspace::open(&anchor, &below, method, policy))
-        .await
-        .map_err(|e| internal(&format!("open task: {e}")))??;
+    // A few metadata system calls on a local directory: done inline rather than paying a
+    // thread hop per operation (measured: see docs/benchmarks.md).
+    let ws = Workspace::open(&anchor, &below, method, policy)?;
     let (uid, gid) = match r.identity {
         Some(ids) => ids,
         None => ws.owner()?,
@@ -420,7 +441,34 @@ fn internal(msg: &str) -> FsError {
 /// Runs on the identity thread.
 fn execute(ws: &Workspace, op: FsOp) -> Result<Done, FsError> {
     Ok(match op {
-        FsOp::Read { path, offset, len } => Done::Read(ws.open_read(&path, offset, len)?),
+        FsOp::Read { path, offset, len } => {
+            let h = ws.open_read(&path, offset, len)?;
+            if h.len > FS_CHUNK as u64 {
+                return Ok(Done::Read(h));
+            }
+            let mut data = vec![0u8; h.len as usize];
+            let mut got = 0;
+            while got < data.len() {
+                match h.read_chunk(offset + got as u64, &mut data[got..]) {
+                    Ok(0) => break, // the file shrank meanwhile: send what there was
+                    Ok(n) => got += n,
+                    Err(e) => {
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        return Err(FsError::new(
+                            fsops::FsErrorKind::Io(errno),
+                            &path,
+                            &format!("read at offset {}: {e}", offset + got as u64),
+                        ));
+                    }
+                }
+            }
+            data.truncate(got);
+            Done::Small {
+                data,
+                offset,
+                size: h.size,
+            }
+        }
         FsOp::Write {
             path,
             data,

@@ -121,3 +121,68 @@ fn become_identity(uid: u32, gid: u32) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line `key:\t...` of /proc/thread-self/status, split on whitespace.
+    fn status(key: &str) -> Vec<String> {
+        let text = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("no {key} in status"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_thread_takes_the_identity_and_no_capabilities_and_leaves_the_process_alone() {
+        assert!(IdentityThread::spawn(0, 5)
+            .unwrap_err()
+            .contains("never run as root"));
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("*** SKIPPED identity thread test: needs root");
+            return;
+        }
+        let before = (status("Uid"), status("Groups"), status("CapEff"));
+        let t = IdentityThread::spawn(61207, 61208).unwrap();
+        let (uid, gid, groups, capeff) = t
+            .run(|| {
+                (
+                    status("Uid"),
+                    status("Gid"),
+                    status("Groups"),
+                    status("CapEff"),
+                )
+            })
+            .unwrap();
+        // Uid: real, effective, saved, fs. Only the fs ids change.
+        assert_eq!(uid[3], "61207", "{uid:?}");
+        assert_eq!(uid[1], "0", "the effective uid stays: setfsuid only");
+        assert_eq!(gid[3], "61208", "{gid:?}");
+        assert_eq!(groups, ["61208"]);
+        assert_eq!(capeff, ["0000000000000000"]);
+        // A file it creates is the job's.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let f = dir.path().join("f");
+        let f2 = f.clone();
+        t.run(move || std::fs::write(&f2, "x")).unwrap().unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!(
+            (
+                std::os::unix::fs::MetadataExt::uid(&m),
+                std::os::unix::fs::MetadataExt::gid(&m)
+            ),
+            (61207, 61208)
+        );
+        // The rest of the process is unchanged.
+        assert_eq!((status("Uid"), status("Groups"), status("CapEff")), before);
+    }
+}

@@ -122,7 +122,9 @@ fn openat2_beneath(
         resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
     }
     let mut how = OpenHow::new().flags(flags).resolve(resolve);
-    if flags.intersects(OFlag::O_CREAT | OFlag::O_TMPFILE) {
+    // `contains`, not `intersects`: O_TMPFILE includes the O_DIRECTORY bit, and openat2 refuses a
+    // mode (EINVAL) unless the file is created.
+    if flags.contains(OFlag::O_CREAT) || flags.contains(OFlag::O_TMPFILE) {
         how = how.mode(mode);
     }
     let p = path.as_str();
