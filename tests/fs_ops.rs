@@ -119,12 +119,22 @@ impl Conn {
         })
     }
 
-    /// Submit a job and wait until it printed `ready` (if `ready`), returning its id.
+    /// Submit a job of profile `t` and wait until it printed `ready` (if `ready`); its id.
     fn submit(&mut self, workspace: Option<&Path>, script: &str, ready: bool) -> String {
+        self.submit_as(PROFILE, workspace, script, ready)
+    }
+
+    fn submit_as(
+        &mut self,
+        profile: &str,
+        workspace: Option<&Path>,
+        script: &str,
+        ready: bool,
+    ) -> String {
         let Conn { rt, client } = self;
         rt.block_on(async {
             let req = JobRequest {
-                profile: PROFILE.into(),
+                profile: profile.into(),
                 argv: vec!["sh".into(), "-c".into(), script.into()],
                 workspace: workspace.map(|w| w.display().to_string()),
                 ..JobRequest::default()
@@ -248,6 +258,11 @@ fn every_op_refuses_every_escape_and_leaves_the_host_untouched() {
         return;
     }
     let env = TestEnv::new("fs-escape", 61201);
+    env.write_profile(
+        "weak",
+        &(profile_toml("fs-escape", env.uid, &ProfileOpts::default())
+            + "\n[namespaces]\nmount = false\n\n[mechanisms]\nlandlock = \"off\"\n"),
+    );
     let shadow_before = std::fs::read("/etc/shadow").unwrap();
     let passwd_before = std::fs::read("/etc/passwd").unwrap();
     let probe = format!("stockade-fs-probe-{}", std::process::id());
@@ -275,11 +290,13 @@ fn every_op_refuses_every_escape_and_leaves_the_host_untouched() {
         let id = c.submit(Some(&ws), &plant, false);
         let rec = c.wait_result(&id);
         assert_eq!(rec.exit_code, 0, "planting job: {rec:?}");
-        // A hardlink to a host file: the default confinement gives a job no view of host files
-        // to link (its root holds only its workspace), so the test plants it as a job of a
-        // profile without a mount namespace could. The rule must hold regardless.
-        std::fs::hard_link(&secret, ws.join("hardlink")).unwrap();
-
+        // A hardlink to a host file. Under the default confinement a job has no host file to
+        // link (its root holds only its workspace), so a job of a weaker profile (no mount
+        // namespace, no Landlock) plants it; the rule must hold whatever the job's profile.
+        let weak = c.submit_as("weak", Some(&ws), &format!("ln {o}/secret hardlink"), false);
+        let rec = c.wait_result(&weak);
+        assert_eq!(rec.exit_code, 0, "hardlink-planting job: {rec:?}");
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 2);
         let t = at(&ws);
         let traversal = |r: Reply, what: &str| {
             assert_eq!(
