@@ -436,8 +436,8 @@ impl Workspace {
         let path = RelPath::parse(raw)?;
         self.check_content_write(&path, data.len() as u64)?;
         let (dir, name) = self.parent_of(&path, "open parent")?;
-        let old = self.existing_file(dir.as_fd(), name, &path)?;
-        let _ = old;
+        // Refuse early what the opened descriptor would be refused for (checked again below).
+        self.existing_file(dir.as_fd(), name, &path)?;
         self.check_quota(&path, 0, data.len() as u64)?;
         let fd = nix::fcntl::openat(
             Some(dir.as_raw_fd()),
