@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use stockade_sandbox::fsops::FilesPolicy;
 use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::seccomp::{CompiledSeccomp, SeccompPolicy};
 pub use stockade_sandbox::Namespaces;
 
 mod limits;
 pub use limits::{HostLimits, HostNote};
+mod files;
 
 /// The default profiles shipped in the binary: (name, TOML text).
 pub const EMBEDDED: [(&str, &str); 3] = [
@@ -53,6 +55,8 @@ struct ProfileFile {
     seccomp: SeccompPolicy,
     #[serde(default)]
     mechanisms: MechanismsFile,
+    #[serde(default)]
+    files: files::FilesFile,
 }
 
 /// Landlock filesystem rules. Every path not listed here (nor the workspace, nor the private
@@ -272,6 +276,8 @@ pub struct Profile {
     pub host_notes: Vec<HostNote>,
     /// The file the profile came from (for errors found after loading).
     pub file: PathBuf,
+    /// What clients may do to files in this profile's workspaces (`[files]`).
+    pub files: FilesPolicy,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -767,6 +773,9 @@ pub fn parse_profile(
             }
         },
     };
+    let files = files::compile(file.files, &mut |key, value, reason| {
+        problem(key, value, reason, None)
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -803,6 +812,7 @@ pub fn parse_profile(
         limits_requirement: file.mechanisms.limits,
         host_notes: Vec::new(),
         file: path.to_path_buf(),
+        files,
     })
 }
 

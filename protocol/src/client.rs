@@ -202,6 +202,22 @@ impl Client {
         Ok(request)
     }
 
+    /// Sends `Fs` (a file operation on `target`); returns the request id its replies carry.
+    pub async fn fs(
+        &mut self,
+        target: crate::fs::FsTarget,
+        op: crate::fs::FsOp,
+    ) -> Result<RequestId, ClientError> {
+        let request = self.take_request_id();
+        self.send(&ClientMessage::Fs {
+            request,
+            target,
+            op,
+        })
+        .await?;
+        Ok(request)
+    }
+
     /// Sends one message as is. Request ids in it are the caller's business; ids the typed
     /// helpers hand out count up from 1.
     ///
@@ -273,6 +289,10 @@ fn message_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Jobs { .. } => "jobs",
         ServerMessage::LostJobs { .. } => "lost_jobs",
         ServerMessage::Error { .. } => "error",
+        ServerMessage::FsData { .. } => "fs_data",
+        ServerMessage::FsEntries { .. } => "fs_entries",
+        ServerMessage::FsDone { .. } => "fs_done",
+        ServerMessage::FsError { .. } => "fs_error",
     }
 }
 

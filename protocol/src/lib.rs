@@ -14,12 +14,14 @@
 mod budget;
 mod client;
 mod frame;
+mod fs;
 mod messages;
 
 pub use client::{Client, ClientError, HANDSHAKE_TIMEOUT};
 pub use frame::{
     decode_payload, encode_frame, write_frame, FrameError, FrameReader, MAX_FRAME_LEN,
 };
+pub use fs::*;
 pub use messages::*;
 
 #[cfg(test)]

@@ -53,6 +53,16 @@ pub enum ClientMessage {
         /// Echoed in the reply.
         request: RequestId,
     },
+    /// A file operation in a workspace. Answered by `FsData`/`FsEntries` chunks, then `FsDone`
+    /// or `FsError`; or by `Error` if the client may not address that workspace.
+    Fs {
+        /// Echoed in every reply.
+        request: RequestId,
+        /// Which workspace.
+        target: crate::fs::FsTarget,
+        /// What to do.
+        op: crate::fs::FsOp,
+    },
 }
 
 /// Messages the supervisor sends.
@@ -122,6 +132,39 @@ pub enum ServerMessage {
         request: RequestId,
         /// Jobs of an earlier daemon instance that crashed, visible to this client, oldest first.
         jobs: Vec<LostJob>,
+    },
+    /// A chunk of a file being read, in order.
+    FsData {
+        /// The `Fs` request this answers.
+        request: RequestId,
+        /// Offset of `data` in the file.
+        offset: u64,
+        /// The bytes (at most [`crate::fs::FS_CHUNK`]).
+        data: Vec<u8>,
+    },
+    /// A chunk of a directory listing, in order.
+    FsEntries {
+        /// The `Fs` request this answers.
+        request: RequestId,
+        /// The entries.
+        entries: Vec<crate::fs::FsEntry>,
+    },
+    /// A file operation succeeded; the last message about that request.
+    FsDone {
+        /// The `Fs` request this answers.
+        request: RequestId,
+        /// What happened.
+        reply: crate::fs::FsReply,
+    },
+    /// A file operation failed; the last message about that request. Nothing was changed,
+    /// except that a failed in-place (non-atomic) write may have truncated its file.
+    FsError {
+        /// The `Fs` request this answers.
+        request: RequestId,
+        /// Machine-readable kind.
+        kind: crate::fs::FsErrorKind,
+        /// One line for a human: the path and why.
+        message: String,
     },
 }
 

@@ -1,5 +1,5 @@
 //! The privileged half of stockade: the launch plan, the exec helper that applies the ordered
-//! confinement steps, and the cgroup backend.
+//! confinement steps, the cgroup backend, and path-safe workspace file operations ([`fsops`]).
 //!
 //! # Test strategy
 //! The order and arguments of the confinement steps are unit-tested against a recording
@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 mod error;
+pub mod fsops;
 pub mod helper;
 pub mod landlock;
 mod plan;

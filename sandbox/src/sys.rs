@@ -409,3 +409,20 @@ fn clone3_vfork(args: &CloneArgs, ctx: &mut ChildContext) -> Result<libc::pid_t,
 fn clone3_vfork(_args: &CloneArgs, _ctx: &mut ChildContext) -> Result<libc::pid_t, Errno> {
     Err(Errno::ENOSYS)
 }
+
+/// `setgroups(2)` for the calling thread only.
+///
+/// glibc's `setgroups` (and `nix::unistd::setgroups`, which calls it) broadcasts the change to
+/// every thread of the process; the file-operation threads of the daemon must change only
+/// themselves, so this is the raw system call, which the kernel applies to the caller's
+/// credentials alone.
+pub fn setgroups_this_thread(gids: &[libc::gid_t]) -> Result<(), Errno> {
+    // SAFETY: the kernel reads `gids.len()` gid_t values from `gids.as_ptr()`, a live slice of
+    // exactly that many elements, and writes nothing of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, gids.len(), gids.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}

@@ -23,6 +23,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/stockade";
   stockade run --profile build --workspace /srv/ws/42 --timeout 600 -- make test
   stockade ps
   stockade cancel j-3f9a0c1d2e4b
+  stockade fs --job j-3f9a0c1d2e4b read src/main.rs
   sudo stockade doctor
 
 Exit status of run/exec: the job's own; 128+N if a signal N killed it; 124 on a deadline (wall
@@ -56,11 +57,120 @@ pub enum Command {
     /// Cancel one of your running jobs: SIGTERM, a grace period, then SIGKILL of its whole tree
     #[command(after_help = "Example:\n  stockade cancel j-3f9a0c1d2e4b")]
     Cancel(CancelArgs),
+    /// File operations in a job's workspace, path-safe, as the job's uid (through the daemon)
+    #[command(after_help = FS_EXAMPLES)]
+    Fs(FsArgs),
     /// Show what this host can enforce, and launch a test job under each profile (as root)
     #[command(
         after_help = "Examples:\n  sudo stockade doctor\n  sudo stockade doctor --profiles /etc/stockade/profiles --json\n\nExit status: 0 if every profile ran a test job here, 1 otherwise."
     )]
     Doctor(DoctorArgs),
+}
+
+const FS_EXAMPLES: &str = "Examples:
+  stockade fs --job j-3f9a0c1d2e4b ls -r
+  stockade fs --job j-3f9a0c1d2e4b read src/main.rs > main.rs
+  stockade fs --job j-3f9a0c1d2e4b read big.log --offset 1048576 --len 4096
+  echo 'KEY=1' | stockade fs --workspace /srv/ws/42 --profile agent write .env
+  stockade fs --workspace /srv/ws/42 mkdir -p out/reports
+  stockade fs --workspace /srv/ws/42 mv draft.md final.md
+  stockade fs --workspace /srv/ws/42 rm -r out
+
+Paths are relative to the workspace; `..`, absolute paths and symlinks out of it are refused
+(path_traversal). Operations run as the job's uid. Exit status: 0 on success, 1 on a typed file
+error (printed as `stockade: fs: KIND: PATH: reason`, or JSON with --json), 125 when the daemon
+refused the request or could not be reached.";
+
+/// `stockade fs`.
+#[derive(Debug, Args)]
+pub struct FsArgs {
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// The workspace of this job of yours (while it runs; after it ended if it ran in a named workspace)
+    #[arg(
+        long,
+        conflicts_with = "workspace",
+        required_unless_present = "workspace"
+    )]
+    pub job: Option<String>,
+    /// A workspace directory below one of the daemon's --workspace-root (operations run as its owner)
+    #[arg(long)]
+    pub workspace: Option<PathBuf>,
+    /// With --workspace: the profile whose [files] policy applies (default: the built-in policy)
+    #[arg(long, requires = "workspace")]
+    pub profile: Option<String>,
+    /// Print entries (ls, stat) and errors as JSON lines
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: FsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FsCommand {
+    /// Write a file (or a byte range of it) to stdout
+    Read {
+        path: String,
+        /// First byte
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Bytes at most (default: to the end)
+        #[arg(long)]
+        len: Option<u64>,
+    },
+    /// Replace a file with stdin, atomically (temporary file, fsync, rename)
+    Write {
+        path: String,
+        /// Permission bits in octal (default: the existing file's, or 644)
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<u32>,
+        /// Truncate and write in place instead of replacing atomically
+        #[arg(long)]
+        in_place: bool,
+    },
+    /// Append stdin to a file (created if missing)
+    Append { path: String },
+    /// List a directory (default: the workspace root)
+    Ls {
+        path: Option<String>,
+        /// The whole tree (symlinks listed, never followed)
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Show what a path resolves to
+    Stat { path: String },
+    /// Create a directory
+    Mkdir {
+        path: String,
+        /// Create missing parents; no error if it exists
+        #[arg(short, long)]
+        parents: bool,
+        /// Permission bits in octal (default 755)
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<u32>,
+    },
+    /// Remove a file, symlink or empty directory
+    Rm {
+        path: String,
+        /// Remove a directory and everything in it
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Rename or move
+    Mv {
+        from: String,
+        to: String,
+        /// Replace an existing target
+        #[arg(long)]
+        overwrite: bool,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode between 0 and 7777"))
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +340,7 @@ pub fn main() -> ExitCode {
         Command::Ps(a) => crate::client_cmd::ps(a),
         Command::Cancel(a) => crate::client_cmd::cancel(a),
         Command::Doctor(a) => crate::doctor::main(a),
+        Command::Fs(a) => crate::fs_cmd::main(a),
     };
     match result {
         Ok(code) => code,

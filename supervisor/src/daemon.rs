@@ -14,13 +14,14 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use stockade_profiles::ProfileSet;
 use stockade_protocol::{
-    write_frame, ClientMessage, ErrorKind, FrameReader, JobId, JobRequest, JobSummary, LostJob,
-    RequestId, ServerMessage, PROTOCOL_VERSION,
+    write_frame, ClientMessage, ErrorKind, FrameReader, FsOp, FsTarget, JobId, JobRequest,
+    JobSummary, LostJob, RequestId, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cli::{init_tracing, ServeArgs};
+use crate::fs_service::{self, FsService, JobFiles};
 use crate::recovery::{self, Journal};
 use crate::{config, job};
 
@@ -181,6 +182,8 @@ pub struct Shared {
     journal: Option<Journal>,
     /// Jobs lost in crashes of earlier instances, oldest first.
     lost: Vec<LostJob>,
+    /// File operations in workspaces (identity threads, finished jobs' workspaces).
+    fs: Arc<FsService>,
     next_connection: AtomicU64,
     /// Set once on shutdown: connections stop reading requests.
     stopping: watch::Sender<bool>,
@@ -194,6 +197,8 @@ struct Running {
     argv: Vec<String>,
     started: Instant,
     cancel: job::CancelSender,
+    /// Where its workspace is, for file operations (`None` if the request will be rejected).
+    files: Option<JobFiles>,
 }
 
 impl Shared {
@@ -204,6 +209,7 @@ impl Shared {
             jobs: Mutex::new(HashMap::new()),
             journal: None,
             lost: Vec::new(),
+            fs: Arc::new(FsService::new()),
             next_connection: AtomicU64::new(1),
             stopping: watch::channel(false).0,
         }
@@ -341,6 +347,7 @@ struct Handler {
     shared: Arc<Shared>,
     id: u64,
     uid: u32,
+    pid: Option<i32>,
     reader: FrameReader<tokio::net::unix::OwnedReadHalf>,
     tx: mpsc::Sender<ServerMessage>,
     alive: mpsc::Sender<()>,
@@ -351,7 +358,9 @@ impl Handler {
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         // SO_PEERCRED: the kernel's word for who connected. Unknown peers get uid u32::MAX, which
         // owns nothing and is nobody's.
-        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let cred = stream.peer_cred().ok();
+        let uid = cred.map(|c| c.uid()).unwrap_or(u32::MAX);
+        let pid = cred.and_then(|c| c.pid());
         let (rd, mut wr) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<ServerMessage>(CONNECTION_QUEUE);
         let writer_alive = alive.clone();
@@ -368,6 +377,7 @@ impl Handler {
             shared,
             id,
             uid,
+            pid,
             reader: FrameReader::new(rd),
             tx,
             alive,
@@ -469,6 +479,11 @@ impl Handler {
                 .await;
             }
             ClientMessage::Submit { request, job } => self.submit(request, job).await,
+            ClientMessage::Fs {
+                request,
+                target,
+                op,
+            } => self.fs(request, target, op),
             ClientMessage::Cancel { request, job } => {
                 let found = {
                     let jobs = self.shared.jobs();
@@ -523,9 +538,45 @@ impl Handler {
         }
     }
 
+    /// A file operation runs in its own task: a long read does not hold up this connection.
+    fn fs(&self, request: RequestId, target: FsTarget, op: FsOp) {
+        // A running job's workspace, if the target is one of this client's (root: any) jobs.
+        let running = match &target {
+            FsTarget::Job { job } => self
+                .shared
+                .jobs()
+                .get(job)
+                .filter(|r| r.owner_uid == self.uid || self.uid == 0)
+                .and_then(|r| r.files.clone()),
+            FsTarget::Workspace { .. } => None,
+        };
+        let caller = fs_service::Caller {
+            uid: self.uid,
+            pid: self.pid,
+        };
+        tokio::spawn(fs_service::handle(
+            self.shared.fs.clone(),
+            self.shared.launcher.clone(),
+            self.shared.profiles.clone(),
+            running,
+            caller,
+            self.tx.clone(),
+            request,
+            target,
+            op,
+        ));
+    }
+
     async fn submit(&mut self, request: RequestId, req: JobRequest) {
         let id = job::new_job_id();
         let (cancel_tx, cancel_rx) = watch::channel(false);
+        let files = fs_service::job_files(
+            &self.shared.launcher,
+            &self.shared.profiles,
+            &id,
+            self.uid,
+            &req,
+        );
         self.shared.jobs().insert(
             id.clone(),
             Running {
@@ -535,6 +586,7 @@ impl Handler {
                 argv: req.argv.clone(),
                 started: Instant::now(),
                 cancel: cancel_tx,
+                files,
             },
         );
         tracing::info!(connection = self.id, uid = self.uid, job = %id, profile = %req.profile, argv = ?req.argv, "submit");
@@ -587,7 +639,8 @@ impl Handler {
                 }
             };
             let _ = forward.await;
-            shared.jobs().remove(&id);
+            let ended = shared.jobs().remove(&id);
+            shared.fs.job_ended(&id, ended.and_then(|r| r.files));
             tracing::info!(job = %id, cause = ?record.cause, wall_ms = record.wall_ms, "result");
             let _ = tx.send(ServerMessage::Result { job: id, record }).await;
             drop(alive);

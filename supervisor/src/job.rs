@@ -195,7 +195,7 @@ pub fn check_request(
 /// A requested workspace: an existing directory, and (for clients of the daemon) strictly below
 /// one of the operator's workspace roots once every symlink is resolved. The job gets read-write
 /// Landlock access to it, so this is what keeps a request from widening its profile.
-fn check_workspace(ws: &str, roots: Option<&[PathBuf]>) -> Result<PathBuf, String> {
+pub(crate) fn check_workspace(ws: &str, roots: Option<&[PathBuf]>) -> Result<PathBuf, String> {
     let path = Path::new(ws);
     if !path.is_absolute() {
         return Err(format!("workspace {ws} is not an absolute path"));
@@ -620,9 +620,14 @@ fn rlimits(profile: &Profile) -> Vec<Rlimit> {
 /// File name prefix of the fresh workspaces stockade creates (and only those).
 pub const FRESH_WORKSPACE_PREFIX: &str = "stockade-ws-";
 
+/// Name of a job's fresh workspace in the scratch directory.
+pub fn fresh_workspace_name(job_id: &str) -> String {
+    format!("{FRESH_WORKSPACE_PREFIX}{job_id}")
+}
+
 /// Where job `job_id` gets its fresh workspace under `root` (crash recovery removes it by this).
 pub fn fresh_workspace_path(root: &Path, job_id: &str) -> PathBuf {
-    root.join(format!("{FRESH_WORKSPACE_PREFIX}{job_id}"))
+    root.join(fresh_workspace_name(job_id))
 }
 
 fn fresh_workspace(root: &Path, job_id: &str, profile: &Profile) -> Result<PathBuf, Cause> {

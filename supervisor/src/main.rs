@@ -10,6 +10,8 @@ mod config;
 mod daemon;
 mod doctor;
 mod exec_cmd;
+mod fs_cmd;
+mod fs_service;
 mod helper_proc;
 mod job;
 mod limits;
