@@ -11,10 +11,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::seccomp::{CompiledSeccomp, SeccompPolicy};
 pub use stockade_sandbox::Namespaces;
+
+pub mod explain;
+mod inherit;
+
+pub use inherit::ELLIPSIS;
 
 /// The default profiles shipped in the binary: (name, TOML text).
 pub const EMBEDDED: [(&str, &str); 3] = [
@@ -115,7 +120,7 @@ struct MechanismsFile {
 }
 
 /// How a profile wants a mechanism.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Requirement {
     /// Refuse the job if the kernel cannot enforce it fully.
@@ -245,6 +250,22 @@ pub struct Profile {
     pub landlock: Option<LandlockPlan>,
     /// Seccomp filters, compiled at load; `None`: off.
     pub seccomp: Option<CompiledSeccomp>,
+    /// How Landlock and seccomp are wanted.
+    pub mechanisms: Mechanisms,
+    /// The profiles this one inherits from, parent first (empty without `extends`).
+    pub extends: Vec<String>,
+    /// SHA-256 of the compiled policy (everything that decides what a job may do; not the name,
+    /// description or inheritance chain), 64 hex digits. Every result record carries it.
+    pub hash: String,
+}
+
+/// How a profile wants each mechanism that can be required or best effort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Mechanisms {
+    /// `mechanisms.landlock`.
+    pub landlock: Requirement,
+    /// `mechanisms.seccomp`.
+    pub seccomp: Requirement,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -369,11 +390,15 @@ impl fmt::Display for ProfileErrors {
 
 impl std::error::Error for ProfileErrors {}
 
-/// Host accounts a profile's uid/gid must not collide with (from /etc/passwd and /etc/group).
+/// Host accounts a profile's uid/gid must not collide with (from /etc/passwd and /etc/group),
+/// and which filesystem paths exist.
 #[derive(Debug, Clone, Default)]
 pub struct HostAccounts {
     users: BTreeMap<u32, String>,
     groups: BTreeMap<u32, String>,
+    /// `None`: ask the real filesystem; `Some`: only these paths exist (for tests, so a loaded
+    /// profile does not depend on the host).
+    paths: Option<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl HostAccounts {
@@ -383,12 +408,26 @@ impl HostAccounts {
         HostAccounts {
             users: parse_ids(passwd),
             groups: parse_ids(group),
+            paths: None,
         }
     }
 
     /// No accounts (for tests).
     pub fn none() -> HostAccounts {
         HostAccounts::default()
+    }
+
+    /// The same host, but only `paths` exist (for tests: loads that do not depend on this host).
+    pub fn with_paths<I: IntoIterator<Item = P>, P: Into<PathBuf>>(mut self, paths: I) -> Self {
+        self.paths = Some(paths.into_iter().map(Into::into).collect());
+        self
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        match &self.paths {
+            None => path.exists(),
+            Some(set) => set.contains(path),
+        }
     }
 }
 
@@ -414,20 +453,16 @@ pub struct ProfileSet {
 impl ProfileSet {
     /// The embedded default profiles.
     pub fn embedded(accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
-        let files = EMBEDDED
-            .iter()
-            .map(|(name, text)| {
-                (
-                    PathBuf::from(format!("<embedded>/{name}.toml")),
-                    name.to_string(),
-                    text.to_string(),
-                )
-            })
-            .collect();
-        Self::from_texts(files, accounts, "embedded defaults".into())
+        Self::from_texts(
+            embedded_files(),
+            &BTreeMap::new(),
+            accounts,
+            "embedded defaults".into(),
+        )
     }
 
-    /// Every `*.toml` file in `dir` (the embedded defaults are not included).
+    /// Every `*.toml` file in `dir` (the embedded defaults are not included, but a profile may
+    /// extend one of them).
     pub fn load_dir(dir: &Path, accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
         let err = |reason: String| {
             ProfileErrors(vec![ProfileError {
@@ -469,24 +504,21 @@ impl ProfileSet {
             return Err(err("no *.toml profiles in this directory".into()));
         }
         files.sort();
-        Self::from_texts(files, accounts, dir.display().to_string())
+        Self::from_texts(
+            files,
+            &embedded_sources(),
+            accounts,
+            dir.display().to_string(),
+        )
     }
 
     fn from_texts(
         files: Vec<(PathBuf, String, String)>,
+        fallback: &BTreeMap<String, inherit::Source>,
         accounts: &HostAccounts,
         source: String,
     ) -> Result<ProfileSet, ProfileErrors> {
-        let mut profiles = BTreeMap::new();
-        let mut errors = Vec::new();
-        for (path, name, text) in files {
-            match parse_profile(&path, &name, &text, accounts) {
-                Ok(p) => {
-                    profiles.insert(name, p);
-                }
-                Err(mut e) => errors.append(&mut e),
-            }
-        }
+        let (profiles, errors) = load_files(files, fallback, accounts);
         if errors.is_empty() {
             Ok(ProfileSet { profiles, source })
         } else {
@@ -519,10 +551,122 @@ impl ProfileSet {
     }
 }
 
-/// Parse and validate one profile; every problem is reported.
+/// Parse and validate one profile; every problem is reported. Its `extends` parent, if any, is
+/// looked up among the embedded defaults.
 pub fn parse_profile(
     path: &Path,
     name: &str,
+    text: &str,
+    accounts: &HostAccounts,
+) -> Result<Profile, Vec<ProfileError>> {
+    let files = vec![(path.to_path_buf(), name.to_string(), text.to_string())];
+    let (mut profiles, errors) = load_files(files, &embedded_sources(), accounts);
+    match profiles.remove(name) {
+        Some(p) if errors.is_empty() => Ok(p),
+        _ => Err(errors),
+    }
+}
+
+fn embedded_files() -> Vec<(PathBuf, String, String)> {
+    EMBEDDED
+        .iter()
+        .map(|(name, text)| {
+            (
+                PathBuf::from(format!("<embedded>/{name}.toml")),
+                name.to_string(),
+                text.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn embedded_sources() -> BTreeMap<String, inherit::Source> {
+    embedded_files()
+        .into_iter()
+        .map(|(path, name, text)| {
+            let table = parse_table(&path, &text).map_err(|_| ());
+            (name, inherit::Source { path, table })
+        })
+        .collect()
+}
+
+/// Parse, resolve `extends` and validate every file; parents missing from `files` come from
+/// `fallback`. Returns the profiles that are fine and every error.
+fn load_files(
+    files: Vec<(PathBuf, String, String)>,
+    fallback: &BTreeMap<String, inherit::Source>,
+    accounts: &HostAccounts,
+) -> (BTreeMap<String, Profile>, Vec<ProfileError>) {
+    let mut errors = Vec::new();
+    let mut local = BTreeMap::new();
+    let mut texts = BTreeMap::new();
+    for (path, name, text) in files {
+        let table = parse_table(&path, &text).map_err(|e| errors.push(e));
+        local.insert(name.clone(), inherit::Source { path, table });
+        texts.insert(name, text);
+    }
+    let scope = inherit::Scope {
+        local: &local,
+        fallback,
+    };
+    let mut profiles = BTreeMap::new();
+    for (name, src) in &local {
+        if src.table.is_err() {
+            continue;
+        }
+        let (table, chain) = match inherit::resolve(&scope, name) {
+            Ok(x) => x,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
+            }
+        };
+        match compile(&src.path, name, table, &chain[1..], &texts[name], accounts) {
+            Ok(p) => {
+                profiles.insert(name.clone(), p);
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    (profiles, errors)
+}
+
+/// TOML syntax only; the line of the problem is in the reason.
+fn parse_table(path: &Path, text: &str) -> Result<toml::Table, ProfileError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        ProfileError {
+            file: path.to_path_buf(),
+            key: None,
+            value: None,
+            reason: format!("{}{at}", e.message().trim_end().replace('\n', "; ")),
+            hint: None,
+        }
+    })
+}
+
+/// The documented default of a list key (what `"..."` stands for when no ancestor sets it).
+pub(crate) fn default_list(dotted: &str) -> Vec<String> {
+    match dotted {
+        "filesystem.read_exec" => default_read_exec(),
+        "filesystem.read_only" => default_read_only(),
+        "filesystem.read_write" => default_read_write(),
+        _ => Vec::new(),
+    }
+}
+
+/// Validate and compile one complete (inherited) profile table.
+fn compile(
+    path: &Path,
+    name: &str,
+    table: toml::Table,
+    ancestors: &[String],
     text: &str,
     accounts: &HostAccounts,
 ) -> Result<Profile, Vec<ProfileError>> {
@@ -536,28 +680,12 @@ pub fn parse_profile(
             hint: hint.map(str::to_string),
         })
     };
-    let file: ProfileFile = match toml::from_str(text) {
+    // Deserialize from the merged table's own TOML text: its spans tell which key a type error
+    // is about, even when the value was inherited.
+    let canon = toml::to_string(&table).unwrap_or_default();
+    let file: ProfileFile = match toml::from_str(&canon) {
         Ok(f) => f,
-        Err(e) => {
-            let reason = e.message().to_string();
-            let hint = reason
-                .contains("unknown field")
-                .then(|| "see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy".to_string());
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            return Err(vec![ProfileError {
-                file: path.to_path_buf(),
-                key: None,
-                value: None,
-                reason: format!("{reason}{at}"),
-                hint,
-            }]);
-        }
+        Err(e) => return Err(vec![schema_error(path, text, &canon, &e)]),
     };
 
     if name.is_empty()
@@ -694,13 +822,15 @@ pub fn parse_profile(
                     .components()
                     .any(|c| c == std::path::Component::ParentDir)
             {
+                let hint = (!path.is_absolute())
+                    .then(|| format!("paths are absolute: did you mean \"/{entry}\"?"));
                 problem(
                     key,
                     format!("{entry:?}"),
                     "must be an absolute path without `..`",
-                    None,
+                    hint.as_deref(),
                 );
-            } else if path.exists() {
+            } else if accounts.exists(path) {
                 fs_rules.push(FsRule {
                     path: path.to_path_buf(),
                     access,
@@ -740,12 +870,8 @@ pub fn parse_profile(
         Requirement::Required => match stockade_sandbox::seccomp::compile(&file.seccomp) {
             Ok(c) => Some(c),
             Err(e) => {
-                problem(
-                    "seccomp",
-                    format!("{:?}", file.seccomp.mode),
-                    &e.to_string(),
-                    None,
-                );
+                let (key, value, hint) = seccomp_error_key(&file.seccomp, &e);
+                problem(key, value, &e.to_string(), hint);
                 None
             }
         },
@@ -753,7 +879,7 @@ pub fn parse_profile(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Profile {
+    let mut profile = Profile {
         name: name.to_string(),
         description: file.description.unwrap_or_default(),
         uid: id.uid,
@@ -779,7 +905,233 @@ pub fn parse_profile(
         fs: fs_rules,
         landlock,
         seccomp,
-    })
+        mechanisms: Mechanisms {
+            landlock: file.mechanisms.landlock,
+            seccomp: file.mechanisms.seccomp,
+        },
+        extends: ancestors.to_vec(),
+        hash: String::new(),
+    };
+    profile.hash = explain::policy_hash(&profile);
+    Ok(profile)
+}
+
+/// Which key a seccomp compile error is about, the value, and a hint.
+fn seccomp_error_key(
+    policy: &SeccompPolicy,
+    err: &stockade_sandbox::seccomp::SeccompError,
+) -> (&'static str, String, Option<&'static str>) {
+    use stockade_sandbox::seccomp::{SeccompError, SeccompMode};
+    let name = match err {
+        SeccompError::UnknownSyscall { name, .. }
+        | SeccompError::Essential { name, .. }
+        | SeccompError::NamespaceCallAllowed { name } => Some(name.clone()),
+        _ => None,
+    };
+    let hint = matches!(err, SeccompError::UnknownSyscall { .. }).then_some(
+        "system call names are those of syscalls(2), without a sys_ prefix (e.g. \"ptrace\", \"process_vm_readv\")",
+    );
+    let Some(name) = name else {
+        return ("seccomp", format!("{:?}", policy.mode), None);
+    };
+    let key = if policy.extra_deny.contains(&name) {
+        "seccomp.extra_deny"
+    } else if matches!(&policy.mode, SeccompMode::AllowList { allow } if allow.contains(&name)) {
+        "seccomp.mode.allow_list.allow"
+    } else {
+        "seccomp"
+    };
+    (key, format!("{name:?}"), hint)
+}
+
+/// Every table and its keys, for hints about a key in the wrong table or misspelt.
+const SCHEMA: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "description",
+            "extends",
+            "identity",
+            "limits",
+            "env",
+            "namespaces",
+            "filesystem",
+            "network",
+            "seccomp",
+            "mechanisms",
+        ],
+    ),
+    ("identity", &["uid", "gid"]),
+    (
+        "limits",
+        &[
+            "wall_timeout_secs",
+            "grace_secs",
+            "memory_mib",
+            "pids",
+            "nofile",
+            "fsize_mib",
+            "tmp_mib",
+            "shm_mib",
+        ],
+    ),
+    ("env", &["set", "allow"]),
+    (
+        "namespaces",
+        &["net", "ipc", "uts", "cgroup", "mount", "pid"],
+    ),
+    ("filesystem", &["read_exec", "read_only", "read_write"]),
+    ("network", &["tcp_connect", "tcp_bind"]),
+    (
+        "seccomp",
+        &["mode", "extra_deny", "allow_namespaces", "deny_action"],
+    ),
+    ("mechanisms", &["landlock", "seccomp"]),
+];
+
+/// A schema error (unknown or missing key, wrong type or value) with its dotted key and value
+/// where they can be found, the line in the profile's own text, and a hint for the usual
+/// mistakes. `canon` is the merged table as TOML, which `err`'s span points into.
+fn schema_error(path: &Path, text: &str, canon: &str, err: &toml::de::Error) -> ProfileError {
+    let message = err.message().trim_end().replace('\n', "; ");
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string)
+    };
+    let unknown = quoted("unknown field `");
+    let missing = quoted("missing field `");
+    let (mut key, mut value) = (None, None);
+    if let (None, Some(span)) = (&unknown, err.span()) {
+        if let Some((k, v)) = key_at(canon, span) {
+            key = Some(k);
+            value = Some(v);
+        }
+    }
+    let line_key = unknown.clone().or_else(|| {
+        key.as_deref()
+            .map(|k| k.rsplit('.').next().unwrap_or(k).to_string())
+    });
+    let line = line_key
+        .as_deref()
+        .and_then(|k| line_of_key(text, k))
+        .map(|l| format!(" (line {l})"))
+        .unwrap_or_default();
+    let hint = if let Some(k) = &unknown {
+        Some(unknown_key_hint(k))
+    } else if let Some(k) = &missing {
+        let homes: Vec<&str> = SCHEMA
+            .iter()
+            .filter(|(_, keys)| keys.contains(&k.as_str()))
+            .map(|(t, _)| *t)
+            .collect();
+        Some(match (k.as_str(), homes.as_slice()) {
+            ("identity" | "limits", _) => {
+                format!("every profile needs [{k}], its own or from the profile it extends")
+            }
+            (_, [table]) if !table.is_empty() => format!("add `{k}` to [{table}]"),
+            _ => format!("add `{k}` (see docs/profiles.md)"),
+        })
+    } else if message.starts_with("invalid type: string") {
+        Some("numbers and booleans are written without quotes".to_string())
+    } else {
+        None
+    };
+    ProfileError {
+        file: path.to_path_buf(),
+        key,
+        value,
+        reason: format!("{message}{line}"),
+        hint,
+    }
+}
+
+/// The dotted key and the value text of the `key = value` line of `canon` that `span` points
+/// into (`toml::to_string` writes one key per line under `[table]` headers).
+fn key_at(canon: &str, span: std::ops::Range<usize>) -> Option<(String, String)> {
+    let start = span.start.min(canon.len());
+    let line_start = canon[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = canon[start..].find('\n').map_or(canon.len(), |i| start + i);
+    let (k, _) = canon[line_start..line_end].split_once('=')?;
+    let table = canon[..line_start]
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_string());
+    let k = k.trim().trim_matches('"');
+    let dotted = match table {
+        Some(t) => format!("{t}.{k}"),
+        None => k.to_string(),
+    };
+    let end = span.end.min(canon.len()).max(start);
+    Some((dotted, canon[start..end].trim().to_string()))
+}
+
+fn unknown_key_hint(key: &str) -> String {
+    let generic = "see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy";
+    let homes: Vec<&str> = SCHEMA
+        .iter()
+        .filter(|(_, keys)| keys.contains(&key))
+        .map(|(table, _)| *table)
+        .collect();
+    if let Some(table) = homes.first() {
+        return if table.is_empty() {
+            format!("`{key}` belongs at the top of the file, before any [table]")
+        } else {
+            format!("`{key}` belongs in [{table}]")
+        };
+    }
+    let close = SCHEMA
+        .iter()
+        .flat_map(|(table, keys)| keys.iter().map(move |k| (*table, *k)))
+        .filter(|(_, k)| edit_distance(k, key) <= 2)
+        .map(|(t, k)| {
+            if t.is_empty() {
+                k.to_string()
+            } else {
+                format!("{t}.{k}")
+            }
+        })
+        .collect::<Vec<_>>();
+    if close.is_empty() {
+        generic.to_string()
+    } else {
+        format!("did you mean {}? {generic}", close.join(" or "))
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The 1-based line where `key` is set (`key = ...`) or opens a table (`[... key]`).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let assigned = l
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='));
+            let header = l.starts_with('[')
+                && l.trim_end()
+                    .trim_end_matches(']')
+                    .rsplit(['.', '['])
+                    .next()
+                    .is_some_and(|last| last.trim() == key);
+            assigned || header
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
