@@ -427,3 +427,51 @@ fn cycles_and_unknown_parents_are_errors_naming_the_chain() {
         ["DIR/x.toml: env.allow = [\"A\", \"...\"]: \"...\" may only be the first item (item 2 is \"...\"); it stands for the inherited list\n  hint: write [\"...\", \"new item\"] to append to the parent's list"]
     );
 }
+
+/// Golden explain output of the shipped defaults, text and JSON, on a fixed set of host paths
+/// (so the result does not depend on this host). The seccomp summary is per architecture, so the
+/// goldens are x86_64's. `STOCKADE_UPDATE_GOLDEN=1` rewrites them.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn explain_output_of_the_shipped_defaults_matches_the_goldens() {
+    let accounts = HostAccounts::none().with_paths([
+        "/usr",
+        "/bin",
+        "/lib",
+        "/lib64",
+        "/etc",
+        "/proc",
+        "/dev/urandom",
+        "/dev/random",
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+    ]);
+    let set = ProfileSet::embedded(&accounts).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("STOCKADE_UPDATE_GOLDEN").is_some();
+    for name in ["agent", "build", "git"] {
+        let e = explain::Explain::of(set.get(name).unwrap());
+        let json = serde_json::to_string_pretty(&e).unwrap() + "\n";
+        for (file, got) in [
+            (format!("{name}.explain.txt"), e.text()),
+            (format!("{name}.explain.json"), json),
+        ] {
+            let path = dir.join(&file);
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (STOCKADE_UPDATE_GOLDEN=1 writes it)",
+                    path.display()
+                )
+            });
+            assert_eq!(
+                got, want,
+                "{file} differs from the golden (STOCKADE_UPDATE_GOLDEN=1 rewrites it)"
+            );
+        }
+    }
+}

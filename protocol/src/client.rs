@@ -287,6 +287,7 @@ mod tests {
             uid: Some(61000),
             gid: Some(61000),
             enforcement: vec![],
+            profile_hash: String::new(),
         }
     }
 

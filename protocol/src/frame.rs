@@ -471,6 +471,7 @@ mod tests {
                 uid: None,
                 gid: Some(3),
                 enforcement: vec![],
+                profile_hash: String::new(),
             },
         });
         pin_at_limit(|pad| ServerMessage::Error {

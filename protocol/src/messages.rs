@@ -50,6 +50,10 @@ pub enum ClientMessage {
 }
 
 /// Messages the supervisor sends.
+// `Result` is the large variant (a `ResultRecord` is ~250 bytes); one is sent per job, so the
+// size of the far more frequent `Output` messages does not matter next to their 64 KiB payload,
+// and boxing it would change every constructor in every crate.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerMessage {
@@ -247,6 +251,10 @@ pub struct ResultRecord {
     pub gid: Option<u32>,
     /// What confinement was in force, mechanism by mechanism (empty if the job never started).
     pub enforcement: Vec<Mechanism>,
+    /// SHA-256 (64 hex digits) of the compiled profile the job ran under, as `stockade profiles
+    /// explain` shows it; empty if the request named no valid profile.
+    #[serde(default)]
+    pub profile_hash: String,
 }
 
 /// One confinement mechanism as applied to a job.

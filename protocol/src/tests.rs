@@ -60,6 +60,7 @@ fn records() -> Vec<ResultRecord> {
             uid: Some(u32::MAX),
             gid: None,
             enforcement: vec![],
+            profile_hash: String::new(),
         })
         .collect()
 }
@@ -331,6 +332,7 @@ fn doc_examples() -> Vec<(&'static str, Vec<u8>)> {
                     uid: Some(61000),
                     gid: Some(61000),
                     enforcement: vec![],
+                    profile_hash: String::new(),
                 },
             })
             .unwrap(),

@@ -107,6 +107,15 @@ fn record(job: &str, profile: &str, cause: Cause, wall: Duration, ran: Ran) -> R
         uid: ran.ids.map(|(u, _)| u),
         gid: ran.ids.map(|(_, g)| g),
         enforcement: ran.enforcement,
+        profile_hash: String::new(),
+    }
+}
+
+/// The record of a job whose profile is known: with the profile's hash.
+fn hashed(rec: ResultRecord, profile: &Profile) -> ResultRecord {
+    ResultRecord {
+        profile_hash: profile.hash.clone(),
+        ..rec
     }
 }
 
@@ -233,7 +242,10 @@ pub async fn run(
         Some(ws) => ws,
         None => match fresh_workspace(&launcher.scratch_root, &job_id, &profile) {
             Ok(ws) => ws,
-            Err(f) => return record(&job_id, &profile.name, f, started.elapsed(), Ran::default()),
+            Err(f) => {
+                let rec = record(&job_id, &profile.name, f, started.elapsed(), Ran::default());
+                return hashed(rec, &profile);
+            }
         },
     };
 
@@ -251,13 +263,14 @@ pub async fn run(
                 message: e.to_string(),
             };
             cleanup_workspace(fresh, &workspace).await;
-            return record(
+            let rec = record(
                 &job_id,
                 &profile.name,
                 cause,
                 started.elapsed(),
                 Ran::default(),
             );
+            return hashed(rec, &profile);
         }
     };
 
@@ -315,7 +328,7 @@ pub async fn run(
         peak_memory: stats.peak_memory_bytes,
         enforcement: enforcement(applied, &launcher, &limits),
     };
-    let rec = record(&job_id, &profile.name, cause, wall, ran);
+    let rec = hashed(record(&job_id, &profile.name, cause, wall, ran), &profile);
 
     let name = job_id.clone();
     let removed = tokio::task::spawn_blocking(move || cgroup.remove()).await;

@@ -11,6 +11,7 @@ mod daemon;
 mod doctor;
 mod exec_cmd;
 mod job;
+mod profiles_cmd;
 mod reaper;
 
 /// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
