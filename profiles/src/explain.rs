@@ -57,6 +57,8 @@ pub struct Policy {
     pub mechanisms: Mechanisms,
     /// The compiled seccomp program, if seccomp is on.
     pub seccomp: Option<Seccomp>,
+    /// Secrets (names, files, variables; never values).
+    pub secrets: Vec<crate::SecretRef>,
 }
 
 /// Limits in the units the profile uses.
@@ -177,6 +179,15 @@ impl Explain {
             }
         ));
         line("  also   HOME=<workspace> unless set above".into());
+        for s in &p.secrets {
+            line(format!(
+                "  secret {}=<{}> from {} (redacted from output as [REDACTED:{}])",
+                s.env,
+                s.name,
+                s.file.display(),
+                s.name
+            ));
+        }
         line(format!(
             "filesystem (landlock {})",
             requirement(p.mechanisms.landlock)
@@ -259,6 +270,7 @@ fn policy(p: &Profile) -> Policy {
             program_hash: s.hash.clone(),
             summary: s.summary.clone(),
         }),
+        secrets: p.secrets.clone(),
     }
 }
 

@@ -55,6 +55,29 @@ struct ProfileFile {
     seccomp: SeccompPolicy,
     #[serde(default)]
     mechanisms: MechanismsFile,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretFile>,
+}
+
+/// `[secrets] NAME = { file = "...", env = "VAR" }`: a root-only file whose content the job gets
+/// in an environment variable, and which is redacted from everything the job streams.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFile {
+    file: String,
+    env: String,
+}
+
+/// A secret a profile references: where stockade reads it and how the job gets it. The value is
+/// read when a job starts, never at load, and never kept in the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretRef {
+    /// Name, shown in redactions as `[REDACTED:name]`.
+    pub name: String,
+    /// Absolute path of a regular file owned by root, not readable by group or others.
+    pub file: PathBuf,
+    /// Environment variable the job gets the value in.
+    pub env: String,
 }
 
 /// Landlock filesystem rules. Every path not listed here (nor the workspace, nor the private
@@ -252,6 +275,8 @@ pub struct Profile {
     pub seccomp: Option<CompiledSeccomp>,
     /// How Landlock and seccomp are wanted.
     pub mechanisms: Mechanisms,
+    /// Secrets delivered to every job, by name.
+    pub secrets: Vec<SecretRef>,
     /// The profiles this one inherits from, parent first (empty without `extends`).
     pub extends: Vec<String>,
     /// SHA-256 of the compiled policy (everything that decides what a job may do; not the name,
@@ -845,6 +870,84 @@ fn compile(
             }
         }
     }
+    let mut secrets = Vec::new();
+    for (name, s) in &file.secrets {
+        let key = format!("secrets.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problem(
+                &key,
+                format!("{name:?}"),
+                "secret names may use only [A-Za-z0-9_-]",
+                None,
+            );
+            continue;
+        }
+        let mut ok = true;
+        if s.env.is_empty()
+            || !s.env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || s.env.starts_with(|c: char| c.is_ascii_digit())
+        {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                None,
+            );
+            ok = false;
+        } else if file.env.set.contains_key(&s.env) {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                "is also in env.set: the job would get one of two values",
+                Some("remove it from env.set"),
+            );
+            ok = false;
+        } else if file.env.allow.contains(&s.env) {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                "is also in env.allow: a request could replace the secret",
+                Some("remove it from env.allow"),
+            );
+            ok = false;
+        } else if let Some(other) = secrets.iter().find(|o: &&SecretRef| o.env == s.env) {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                &format!("secret {} already uses this variable", other.name),
+                None,
+            );
+            ok = false;
+        }
+        let path = Path::new(&s.file);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            problem(
+                &format!("{key}.file"),
+                format!("{:?}", s.file),
+                "must be an absolute path without `..`",
+                None,
+            );
+            ok = false;
+        } else if let Err(reason) = check_secret_file(path) {
+            problem(&format!("{key}.file"), format!("{:?}", s.file), &reason, Some("secret files are regular files owned by root with mode 0600 or 0400 (chown root:root; chmod 600)"));
+            ok = false;
+        }
+        if ok {
+            secrets.push(SecretRef {
+                name: name.clone(),
+                file: path.to_path_buf(),
+                env: s.env.clone(),
+            });
+        }
+    }
     let landlock = match file.mechanisms.landlock {
         Requirement::Off => None,
         r => Some(LandlockPlan {
@@ -910,10 +1013,48 @@ fn compile(
             seccomp: file.mechanisms.seccomp,
         },
         extends: ancestors.to_vec(),
+        secrets,
         hash: String::new(),
     };
     profile.hash = explain::policy_hash(&profile);
     Ok(profile)
+}
+
+/// Largest secret stockade reads (redaction holds back less than this many bytes of output).
+pub const MAX_SECRET_BYTES: u64 = 4096;
+/// Shortest secret: a shorter value would be redacted from ordinary output, and is guessable.
+pub const MIN_SECRET_BYTES: u64 = 8;
+
+/// A secret file must be a regular file owned by root that neither group nor others can read or
+/// write, at most [`MAX_SECRET_BYTES`]. Checked at load (metadata only, no read) and again,
+/// on the open file, when a job starts. Symlinks are not followed.
+pub fn check_secret_file(path: &Path) -> Result<(), String> {
+    let m = std::fs::symlink_metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
+    check_secret_metadata(&m)
+}
+
+/// The checks of [`check_secret_file`] on metadata (of an open file, say).
+pub fn check_secret_metadata(m: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !m.file_type().is_file() {
+        return Err("is not a regular file (symlinks are not followed)".into());
+    }
+    if m.uid() != 0 {
+        return Err(format!("is owned by uid {}, not root", m.uid()));
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "has mode {:04o}: group or others may access it",
+            m.mode() & 0o7777
+        ));
+    }
+    if m.len() > MAX_SECRET_BYTES {
+        return Err(format!(
+            "is {} bytes, more than the {MAX_SECRET_BYTES} a secret may have",
+            m.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Which key a seccomp compile error is about, the value, and a hint.
@@ -959,6 +1100,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "network",
             "seccomp",
             "mechanisms",
+            "secrets",
         ],
     ),
     ("identity", &["uid", "gid"]),
@@ -987,6 +1129,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
         &["mode", "extra_deny", "allow_namespaces", "deny_action"],
     ),
     ("mechanisms", &["landlock", "seccomp"]),
+    ("secrets.NAME", &["file", "env"]),
 ];
 
 /// A schema error (unknown or missing key, wrong type or value) with its dotted key and value
@@ -1019,7 +1162,7 @@ fn schema_error(path: &Path, text: &str, canon: &str, err: &toml::de::Error) -> 
         .map(|l| format!(" (line {l})"))
         .unwrap_or_default();
     let hint = if let Some(k) = &unknown {
-        Some(unknown_key_hint(k))
+        Some(unknown_key_hint(k, &message))
     } else if let Some(k) = &missing {
         let homes: Vec<&str> = SCHEMA
             .iter()
@@ -1068,18 +1211,33 @@ fn key_at(canon: &str, span: std::ops::Range<usize>) -> Option<(String, String)>
     Some((dotted, canon[start..end].trim().to_string()))
 }
 
-fn unknown_key_hint(key: &str) -> String {
+/// A hint for an unknown key: where it belongs, or what it may be a misspelling of. `message`
+/// (serde's "expected one of `a`, `b`") tells which table the key was found in.
+fn unknown_key_hint(key: &str, message: &str) -> String {
     let generic = "see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy";
+    let expected: Vec<&str> = message
+        .split_once("expected")
+        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    let here = SCHEMA
+        .iter()
+        .find(|(_, keys)| !expected.is_empty() && expected.iter().all(|e| keys.contains(e)))
+        .map(|(table, _)| *table);
     let homes: Vec<&str> = SCHEMA
         .iter()
         .filter(|(_, keys)| keys.contains(&key))
         .map(|(table, _)| *table)
         .collect();
     if let Some(table) = homes.first() {
-        return if table.is_empty() {
-            format!("`{key}` belongs at the top of the file, before any [table]")
+        let home = if table.is_empty() {
+            "the top of the file, before any [table]".to_string()
         } else {
-            format!("`{key}` belongs in [{table}]")
+            format!("[{table}]")
+        };
+        return match here {
+            Some("") => format!("`{key}` is not a top-level key; it belongs in {home}"),
+            Some(here) => format!("`{key}` is not a key of [{here}]; it belongs in {home}"),
+            None => format!("`{key}` belongs in {home}"),
         };
     }
     let close = SCHEMA

@@ -178,12 +178,12 @@ fn validation_errors_have_exact_messages_and_hints() {
         ),
         (
             format!("{MINIMAL}net = true\n"),
-            "/etc/stockade/p.toml: unknown field `net`, expected one of `wall_timeout_secs`, `grace_secs`, `memory_mib`, `pids`, `nofile`, `fsize_mib`, `tmp_mib`, `shm_mib` (line 6)\n  hint: `net` belongs in [namespaces]"
+            "/etc/stockade/p.toml: unknown field `net`, expected one of `wall_timeout_secs`, `grace_secs`, `memory_mib`, `pids`, `nofile`, `fsize_mib`, `tmp_mib`, `shm_mib` (line 6)\n  hint: `net` is not a key of [limits]; it belongs in [namespaces]"
                 .into(),
         ),
         (
             format!("{id}[limit]\nwall_timeout_secs = 60\n"),
-            "/etc/stockade/p.toml: unknown field `limit`, expected one of `description`, `identity`, `limits`, `env`, `namespaces`, `filesystem`, `network`, `seccomp`, `mechanisms` (line 4)\n  hint: did you mean limits? see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy"
+            "/etc/stockade/p.toml: unknown field `limit`, expected one of `description`, `identity`, `limits`, `env`, `namespaces`, `filesystem`, `network`, `seccomp`, `mechanisms`, `secrets` (line 4)\n  hint: did you mean limits? see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy"
                 .into(),
         ),
         (
@@ -242,7 +242,7 @@ fn validation_errors_have_exact_messages_and_hints() {
         ),
         (
             format!("memory_mib = 1\n{MINIMAL}"),
-            "/etc/stockade/p.toml: unknown field `memory_mib`, expected one of `description`, `identity`, `limits`, `env`, `namespaces`, `filesystem`, `network`, `seccomp`, `mechanisms` (line 1)\n  hint: `memory_mib` belongs in [limits]"
+            "/etc/stockade/p.toml: unknown field `memory_mib`, expected one of `description`, `identity`, `limits`, `env`, `namespaces`, `filesystem`, `network`, `seccomp`, `mechanisms`, `secrets` (line 1)\n  hint: `memory_mib` is not a top-level key; it belongs in [limits]"
                 .into(),
         ),
         (
@@ -474,4 +474,92 @@ fn explain_output_of_the_shipped_defaults_matches_the_goldens() {
             );
         }
     }
+}
+
+#[test]
+fn secrets_are_validated_at_load_naming_key_file_and_mode() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, mode: u32| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, "correct-horse-battery\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    };
+    let good = file("good", 0o600);
+    let root = std::fs::metadata(&good).unwrap().uid() == 0;
+    let secret = |name: &str, path: &Path, env: &str| {
+        format!(
+            "{MINIMAL}[env]\nset = {{ PATH = \"/bin\" }}\nallow = [\"TERM\"]\n[secrets]\n{name} = {{ file = {:?}, env = {env:?} }}\n",
+            path.display().to_string()
+        )
+    };
+    if root {
+        let p = parse(&secret("api", &good, "API_TOKEN")).unwrap();
+        assert_eq!(
+            p.secrets,
+            [SecretRef {
+                name: "api".into(),
+                file: good.clone(),
+                env: "API_TOKEN".into()
+            }]
+        );
+        let readable = file("readable", 0o640);
+        assert_eq!(
+            only_error(&secret("api", &readable, "API_TOKEN")),
+            format!("/etc/stockade/p.toml: secrets.api.file = {:?}: has mode 0640: group or others may access it\n  hint: secret files are regular files owned by root with mode 0600 or 0400 (chown root:root; chmod 600)", readable.display().to_string())
+        );
+        let owned = file("owned", 0o600);
+        chown(&owned, Some(61351), None).unwrap();
+        assert_eq!(
+            only_error(&secret("api", &owned, "API_TOKEN")),
+            format!("/etc/stockade/p.toml: secrets.api.file = {:?}: is owned by uid 61351, not root\n  hint: secret files are regular files owned by root with mode 0600 or 0400 (chown root:root; chmod 600)", owned.display().to_string())
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert_eq!(
+            only_error(&secret("api", &link, "API_TOKEN")),
+            format!("/etc/stockade/p.toml: secrets.api.file = {:?}: is not a regular file (symlinks are not followed)\n  hint: secret files are regular files owned by root with mode 0600 or 0400 (chown root:root; chmod 600)", link.display().to_string())
+        );
+        // Same profile, same hash; another secret file, another hash (values never count).
+        let p2 = parse(&secret("api", &good, "API_TOKEN")).unwrap();
+        assert_eq!(p.hash, p2.hash);
+        let other = file("other", 0o400);
+        assert_ne!(
+            parse(&secret("api", &other, "API_TOKEN")).unwrap().hash,
+            p.hash
+        );
+    } else {
+        eprintln!("*** PARTLY SKIPPED secrets_are_validated_at_load_naming_key_file_and_mode: not root, cannot make root-owned files");
+        assert!(
+            std::env::var_os("STOCKADE_REQUIRE_PRIVILEGED").is_none(),
+            "must run as root"
+        );
+    }
+    // These fail before the file is looked at, or whoever owns it.
+    let g = good.display().to_string();
+    assert_eq!(
+        only_error(&secret("api", &good, "PATH")),
+        "/etc/stockade/p.toml: secrets.api.env = \"PATH\": is also in env.set: the job would get one of two values\n  hint: remove it from env.set"
+    );
+    assert_eq!(
+        only_error(&secret("api", &good, "TERM")),
+        "/etc/stockade/p.toml: secrets.api.env = \"TERM\": is also in env.allow: a request could replace the secret\n  hint: remove it from env.allow"
+    );
+    assert_eq!(
+        only_error(&secret("api", &good, "A-B")),
+        "/etc/stockade/p.toml: secrets.api.env = \"A-B\": must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+    );
+    assert_eq!(
+        only_error(&secret("api", Path::new("secrets/x"), "API")),
+        "/etc/stockade/p.toml: secrets.api.file = \"secrets/x\": must be an absolute path without `..`"
+    );
+    assert_eq!(
+        only_error(&secret("\"a b\"", &good, "API")),
+        "/etc/stockade/p.toml: secrets.a b = \"a b\": secret names may use only [A-Za-z0-9_-]"
+    );
+    assert_eq!(
+        only_error(&format!("{MINIMAL}[secrets]\napi = {{ file = {g:?}, env = \"API\", mode = 1 }}\n")),
+        "/etc/stockade/p.toml: unknown field `mode`, expected `file` or `env`\n  hint: `mode` is not a key of [secrets.NAME]; it belongs in [seccomp]"
+    );
 }

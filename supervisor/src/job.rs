@@ -233,6 +233,12 @@ pub async fn run(
         Ok(x) => x,
         Err(reason) => return rejected(&job_id, &req.profile, reason),
     };
+    // Secrets are read now, before anything is created: a bad secret file refuses the job.
+    let secrets = match crate::secrets::read(&profile) {
+        Ok(s) => s,
+        Err(reason) => return hashed(rejected(&job_id, &req.profile, reason), &profile),
+    };
+    let output = crate::secrets::redacting(output, &secrets);
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + resolved.wall_timeout);
 
@@ -278,6 +284,8 @@ pub async fn run(
     if !env.iter().any(|(k, _)| k == "HOME") {
         env.push(("HOME".into(), workspace.display().to_string()));
     }
+    // Load-time validation keeps secret variables out of env.set and env.allow.
+    env.extend(secrets.iter().map(|s| (s.env.clone(), s.value.clone())));
     let mounts = private_mounts(&profile, &workspace);
     let landlock = landlock_rules(&profile, &workspace, &mounts);
     let plan = LaunchPlan {

@@ -13,6 +13,8 @@ mod exec_cmd;
 mod job;
 mod profiles_cmd;
 mod reaper;
+mod redact;
+mod secrets;
 
 /// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
 pub const EXIT_STOCKADE: u8 = 125;
