@@ -563,3 +563,38 @@ fn secrets_are_validated_at_load_naming_key_file_and_mode() {
         "/etc/stockade/p.toml: unknown field `mode`, expected `file` or `env`\n  hint: `mode` is not a key of [secrets.NAME]; it belongs in [seccomp]"
     );
 }
+
+#[test]
+fn the_git_profile_neutralises_what_a_hostile_repository_config_can_run() {
+    let git = ProfileSet::embedded(&HostAccounts::none()).unwrap();
+    let env = &git.get("git").unwrap().env_set;
+    let get = |k: &str| env.get(k).map(String::as_str);
+    assert_eq!(get("GIT_CONFIG_NOSYSTEM"), Some("1"));
+    assert_eq!(get("GIT_CONFIG_GLOBAL"), Some("/dev/null"));
+    assert_eq!(get("GIT_TERMINAL_PROMPT"), Some("0"));
+    let count: usize = get("GIT_CONFIG_COUNT").unwrap().parse().unwrap();
+    let config: BTreeMap<&str, &str> = (0..count)
+        .map(|i| {
+            (
+                get(&format!("GIT_CONFIG_KEY_{i}")).unwrap(),
+                get(&format!("GIT_CONFIG_VALUE_{i}")).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(config.len(), count, "a key is given twice: {config:?}");
+    for (k, v) in [
+        ("core.hooksPath", "/dev/null"),
+        ("core.fsmonitor", "false"),
+        ("credential.helper", ""),
+        ("protocol.file.allow", "user"),
+        ("core.sshCommand", "ssh"),
+        ("core.askPass", ""),
+        ("core.pager", "cat"),
+    ] {
+        assert_eq!(config.get(k), Some(&v), "{k}");
+    }
+    // Every GIT_CONFIG_KEY_n/VALUE_n is counted: none is silently ignored by git.
+    assert!(!env.contains_key(&format!("GIT_CONFIG_KEY_{count}")));
+    // git's ownership check stays on: a repository owned by another uid is refused.
+    assert!(!config.contains_key("safe.directory"));
+}
