@@ -58,6 +58,7 @@ pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let listener = UnixListener::from_std(listener)?;
         tracing::info!(socket = %a.socket.display(), "listening");
         let shared = Arc::new(Shared::new(Arc::new(launcher), Arc::new(profiles)));
+        tokio::spawn(crate::reload::on_sighup(shared.clone(), a.profiles.clone()));
         run(listener, shared, shutdown_signal()).await;
         let _ = std::fs::remove_file(&a.socket);
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
@@ -153,7 +154,8 @@ async fn shutdown_signal() {
 #[derive(Debug)]
 pub struct Shared {
     launcher: Arc<job::Launcher>,
-    profiles: Arc<ProfileSet>,
+    /// Replaced whole on SIGHUP ([`crate::reload`]); each job keeps the set it started with.
+    profiles: std::sync::RwLock<Arc<ProfileSet>>,
     jobs: Mutex<HashMap<JobId, Running>>,
     next_connection: AtomicU64,
     /// Set once on shutdown: connections stop reading requests.
@@ -174,11 +176,25 @@ impl Shared {
     pub fn new(launcher: Arc<job::Launcher>, profiles: Arc<ProfileSet>) -> Shared {
         Shared {
             launcher,
-            profiles,
+            profiles: std::sync::RwLock::new(profiles),
             jobs: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             stopping: watch::channel(false).0,
         }
+    }
+
+    /// The current profile set.
+    pub fn profiles(&self) -> Arc<ProfileSet> {
+        // Only ever replaced whole: a poisoned lock still holds a complete set.
+        self.profiles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swap in a new, fully validated profile set.
+    pub fn replace_profiles(&self, set: Arc<ProfileSet>) {
+        *self.profiles.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
@@ -462,10 +478,11 @@ impl Handler {
                     }
                 })
             };
+            let profiles = shared.profiles();
             let record = job::run(
                 shared.launcher.clone(),
                 id.clone(),
-                &shared.profiles,
+                &profiles,
                 req,
                 out_tx,
                 cancel_rx,

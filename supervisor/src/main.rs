@@ -14,6 +14,7 @@ mod job;
 mod profiles_cmd;
 mod reaper;
 mod redact;
+mod reload;
 mod secrets;
 
 /// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
