@@ -769,6 +769,9 @@ async fn drain(readers: [tokio::task::JoinHandle<u64>; 2]) {
 }
 
 #[cfg(test)]
+mod narrow_tests;
+
+#[cfg(test)]
 mod tests {
     use super::{check_workspace, workspace_roots};
 
