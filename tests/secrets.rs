@@ -129,3 +129,41 @@ fn a_missing_secret_file_fails_at_load() {
         )
     );
 }
+
+/// A sibling job of the same uid, under a profile without the secret, running while a job with
+/// the secret sleeps, finds the secret in no `/proc/*/environ` it can read (its pid namespace
+/// and /proc hold only its own processes), though it can read its own environment.
+#[test]
+fn a_sibling_job_of_the_same_uid_cannot_read_the_secret_from_proc() {
+    if !require_root("a_sibling_job_of_the_same_uid_cannot_read_the_secret_from_proc") {
+        return;
+    }
+    let (env, _) = setup("secrets-sibling", 61356);
+    env.write_profile("plain", &agent_profile_toml(61356));
+    let daemon = Daemon::start(&env);
+    let mut holder = Proc::spawn(daemon.run_cmd(
+        &["--profile", "s", "--json"],
+        &["sh", "-c", "echo holding; sleep 3; echo released"],
+    ));
+    holder.wait_line("holding", COMMAND_LIMIT);
+    let probe = r#"n=0; for f in /proc/[0-9]*/environ; do n=$((n+1)); tr '\0' '\n' < "$f"; done > /tmp/all
+echo "readable:$n"; grep -c "^LANG=" /tmp/all; grep -c "^API_TOKEN=" /tmp/all; grep -c "s3cr3t" /tmp/all; true"#;
+    let out = daemon.run_args(
+        &["--profile", "plain", "--env", "TERM=probe"],
+        &["sh", "-c", probe],
+    );
+    assert_eq!(out.code(), 0, "{}", out.describe());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    // It read environments (its own processes', LANG is in every one), none with the secret.
+    assert!(
+        lines[0].starts_with("readable:") && lines[0] != "readable:0",
+        "{}",
+        out.describe()
+    );
+    assert_ne!(lines[1], "0", "{}", out.describe());
+    assert_eq!(&lines[2..], ["0", "0"], "{}", out.describe());
+    let held = holder.finish();
+    assert_eq!(held.stdout, "holding\nreleased\n", "{}", held.describe());
+    drop(daemon);
+    env.finish();
+}

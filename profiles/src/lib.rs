@@ -871,6 +871,17 @@ fn compile(
         }
     }
     let mut secrets = Vec::new();
+    // Without its own pid namespace and /proc, a job sees the other jobs of its uid in /proc.
+    let shared_proc = !file.namespaces.pid || !file.namespaces.mount;
+    if !file.secrets.is_empty() && shared_proc {
+        let names: Vec<&str> = file.secrets.keys().map(String::as_str).collect();
+        problem(
+            "secrets",
+            format!("{names:?}"),
+            "needs namespaces.pid and namespaces.mount: without its own pid namespace and /proc, another job of the same uid could read a secret from /proc/PID/environ",
+            Some("set namespaces.pid = true and namespaces.mount = true (the defaults)"),
+        );
+    }
     for (name, s) in &file.secrets {
         let key = format!("secrets.{name}");
         if name.is_empty()

@@ -539,6 +539,10 @@ fn secrets_are_validated_at_load_naming_key_file_and_mode() {
     // These fail before the file is looked at, or whoever owns it.
     let g = good.display().to_string();
     assert_eq!(
+        only_error(&secret("api", &good, "API").replacen("[env]", "[namespaces]\npid = false\n[env]", 1)),
+        "/etc/stockade/p.toml: secrets = [\"api\"]: needs namespaces.pid and namespaces.mount: without its own pid namespace and /proc, another job of the same uid could read a secret from /proc/PID/environ\n  hint: set namespaces.pid = true and namespaces.mount = true (the defaults)"
+    );
+    assert_eq!(
         only_error(&secret("api", &good, "PATH")),
         "/etc/stockade/p.toml: secrets.api.env = \"PATH\": is also in env.set: the job would get one of two values\n  hint: remove it from env.set"
     );
