@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 pub use stockade_sandbox::fsops::FilesPolicy;
 use stockade_sandbox::landlock::{FsAccess, FsRule, LandlockPlan};
 use stockade_sandbox::seccomp::{CompiledSeccomp, SeccompPolicy};
@@ -19,7 +19,11 @@ pub use stockade_sandbox::Namespaces;
 
 mod limits;
 pub use limits::{HostLimits, HostNote};
+pub mod explain;
 mod files;
+mod inherit;
+
+pub use inherit::ELLIPSIS;
 
 /// The default profiles shipped in the binary: (name, TOML text).
 pub const EMBEDDED: [(&str, &str); 3] = [
@@ -57,6 +61,29 @@ struct ProfileFile {
     mechanisms: MechanismsFile,
     #[serde(default)]
     files: files::FilesFile,
+    #[serde(default)]
+    secrets: BTreeMap<String, SecretFile>,
+}
+
+/// `[secrets] NAME = { file = "...", env = "VAR" }`: a root-only file whose content the job gets
+/// in an environment variable, and which is redacted from everything the job streams.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretFile {
+    file: String,
+    env: String,
+}
+
+/// A secret a profile references: where stockade reads it and how the job gets it. The value is
+/// read when a job starts, never at load, and never kept in the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretRef {
+    /// Name, shown in redactions as `[REDACTED:name]`.
+    pub name: String,
+    /// Absolute path of a regular file owned by root, not readable by group or others.
+    pub file: PathBuf,
+    /// Environment variable the job gets the value in.
+    pub env: String,
 }
 
 /// Landlock filesystem rules. Every path not listed here (nor the workspace, nor the private
@@ -125,7 +152,7 @@ struct MechanismsFile {
 }
 
 /// How a profile wants a mechanism.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Requirement {
     /// Refuse the job if the kernel cannot enforce it fully.
@@ -278,6 +305,24 @@ pub struct Profile {
     pub file: PathBuf,
     /// What clients may do to files in this profile's workspaces (`[files]`).
     pub files: FilesPolicy,
+    /// How Landlock and seccomp are wanted.
+    pub mechanisms: Mechanisms,
+    /// Secrets delivered to every job, by name.
+    pub secrets: Vec<SecretRef>,
+    /// The profiles this one inherits from, parent first (empty without `extends`).
+    pub extends: Vec<String>,
+    /// SHA-256 of the compiled policy (everything that decides what a job may do; not the name,
+    /// description or inheritance chain), 64 hex digits. Every result record carries it.
+    pub hash: String,
+}
+
+/// How a profile wants each mechanism that can be required or best effort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Mechanisms {
+    /// `mechanisms.landlock`.
+    pub landlock: Requirement,
+    /// `mechanisms.seccomp`.
+    pub seccomp: Requirement,
 }
 
 /// What a job request asks on top of its profile. It may only narrow.
@@ -441,11 +486,15 @@ impl fmt::Display for ProfileErrors {
 
 impl std::error::Error for ProfileErrors {}
 
-/// Host accounts a profile's uid/gid must not collide with (from /etc/passwd and /etc/group).
+/// Host accounts a profile's uid/gid must not collide with (from /etc/passwd and /etc/group),
+/// and which filesystem paths exist.
 #[derive(Debug, Clone, Default)]
 pub struct HostAccounts {
     users: BTreeMap<u32, String>,
     groups: BTreeMap<u32, String>,
+    /// `None`: ask the real filesystem; `Some`: only these paths exist (for tests, so a loaded
+    /// profile does not depend on the host).
+    paths: Option<std::collections::BTreeSet<PathBuf>>,
 }
 
 impl HostAccounts {
@@ -455,12 +504,26 @@ impl HostAccounts {
         HostAccounts {
             users: parse_ids(passwd),
             groups: parse_ids(group),
+            paths: None,
         }
     }
 
     /// No accounts (for tests).
     pub fn none() -> HostAccounts {
         HostAccounts::default()
+    }
+
+    /// The same host, but only `paths` exist (for tests: loads that do not depend on this host).
+    pub fn with_paths<I: IntoIterator<Item = P>, P: Into<PathBuf>>(mut self, paths: I) -> Self {
+        self.paths = Some(paths.into_iter().map(Into::into).collect());
+        self
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        match &self.paths {
+            None => path.exists(),
+            Some(set) => set.contains(path),
+        }
     }
 }
 
@@ -486,20 +549,16 @@ pub struct ProfileSet {
 impl ProfileSet {
     /// The embedded default profiles.
     pub fn embedded(accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
-        let files = EMBEDDED
-            .iter()
-            .map(|(name, text)| {
-                (
-                    PathBuf::from(format!("<embedded>/{name}.toml")),
-                    name.to_string(),
-                    text.to_string(),
-                )
-            })
-            .collect();
-        Self::from_texts(files, accounts, "embedded defaults".into())
+        Self::from_texts(
+            embedded_files(),
+            &BTreeMap::new(),
+            accounts,
+            "embedded defaults".into(),
+        )
     }
 
-    /// Every `*.toml` file in `dir` (the embedded defaults are not included).
+    /// Every `*.toml` file in `dir` (the embedded defaults are not included, but a profile may
+    /// extend one of them).
     pub fn load_dir(dir: &Path, accounts: &HostAccounts) -> Result<ProfileSet, ProfileErrors> {
         let err = |reason: String| {
             ProfileErrors(vec![ProfileError {
@@ -541,24 +600,21 @@ impl ProfileSet {
             return Err(err("no *.toml profiles in this directory".into()));
         }
         files.sort();
-        Self::from_texts(files, accounts, dir.display().to_string())
+        Self::from_texts(
+            files,
+            &embedded_sources(),
+            accounts,
+            dir.display().to_string(),
+        )
     }
 
     fn from_texts(
         files: Vec<(PathBuf, String, String)>,
+        fallback: &BTreeMap<String, inherit::Source>,
         accounts: &HostAccounts,
         source: String,
     ) -> Result<ProfileSet, ProfileErrors> {
-        let mut profiles = BTreeMap::new();
-        let mut errors = Vec::new();
-        for (path, name, text) in files {
-            match parse_profile(&path, &name, &text, accounts) {
-                Ok(p) => {
-                    profiles.insert(name, p);
-                }
-                Err(mut e) => errors.append(&mut e),
-            }
-        }
+        let (profiles, errors) = load_files(files, fallback, accounts);
         if errors.is_empty() {
             Ok(ProfileSet { profiles, source })
         } else {
@@ -591,10 +647,122 @@ impl ProfileSet {
     }
 }
 
-/// Parse and validate one profile; every problem is reported.
+/// Parse and validate one profile; every problem is reported. Its `extends` parent, if any, is
+/// looked up among the embedded defaults.
 pub fn parse_profile(
     path: &Path,
     name: &str,
+    text: &str,
+    accounts: &HostAccounts,
+) -> Result<Profile, Vec<ProfileError>> {
+    let files = vec![(path.to_path_buf(), name.to_string(), text.to_string())];
+    let (mut profiles, errors) = load_files(files, &embedded_sources(), accounts);
+    match profiles.remove(name) {
+        Some(p) if errors.is_empty() => Ok(p),
+        _ => Err(errors),
+    }
+}
+
+fn embedded_files() -> Vec<(PathBuf, String, String)> {
+    EMBEDDED
+        .iter()
+        .map(|(name, text)| {
+            (
+                PathBuf::from(format!("<embedded>/{name}.toml")),
+                name.to_string(),
+                text.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn embedded_sources() -> BTreeMap<String, inherit::Source> {
+    embedded_files()
+        .into_iter()
+        .map(|(path, name, text)| {
+            let table = parse_table(&path, &text).map_err(|_| ());
+            (name, inherit::Source { path, table })
+        })
+        .collect()
+}
+
+/// Parse, resolve `extends` and validate every file; parents missing from `files` come from
+/// `fallback`. Returns the profiles that are fine and every error.
+fn load_files(
+    files: Vec<(PathBuf, String, String)>,
+    fallback: &BTreeMap<String, inherit::Source>,
+    accounts: &HostAccounts,
+) -> (BTreeMap<String, Profile>, Vec<ProfileError>) {
+    let mut errors = Vec::new();
+    let mut local = BTreeMap::new();
+    let mut texts = BTreeMap::new();
+    for (path, name, text) in files {
+        let table = parse_table(&path, &text).map_err(|e| errors.push(e));
+        local.insert(name.clone(), inherit::Source { path, table });
+        texts.insert(name, text);
+    }
+    let scope = inherit::Scope {
+        local: &local,
+        fallback,
+    };
+    let mut profiles = BTreeMap::new();
+    for (name, src) in &local {
+        if src.table.is_err() {
+            continue;
+        }
+        let (table, chain) = match inherit::resolve(&scope, name) {
+            Ok(x) => x,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
+            }
+        };
+        match compile(&src.path, name, table, &chain[1..], &texts[name], accounts) {
+            Ok(p) => {
+                profiles.insert(name.clone(), p);
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    (profiles, errors)
+}
+
+/// TOML syntax only; the line of the problem is in the reason.
+fn parse_table(path: &Path, text: &str) -> Result<toml::Table, ProfileError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        ProfileError {
+            file: path.to_path_buf(),
+            key: None,
+            value: None,
+            reason: format!("{}{at}", e.message().trim_end().replace('\n', "; ")),
+            hint: None,
+        }
+    })
+}
+
+/// The documented default of a list key (what `"..."` stands for when no ancestor sets it).
+pub(crate) fn default_list(dotted: &str) -> Vec<String> {
+    match dotted {
+        "filesystem.read_exec" => default_read_exec(),
+        "filesystem.read_only" => default_read_only(),
+        "filesystem.read_write" => default_read_write(),
+        _ => Vec::new(),
+    }
+}
+
+/// Validate and compile one complete (inherited) profile table.
+fn compile(
+    path: &Path,
+    name: &str,
+    table: toml::Table,
+    ancestors: &[String],
     text: &str,
     accounts: &HostAccounts,
 ) -> Result<Profile, Vec<ProfileError>> {
@@ -608,28 +776,12 @@ pub fn parse_profile(
             hint: hint.map(str::to_string),
         })
     };
-    let file: ProfileFile = match toml::from_str(text) {
+    // Deserialize from the merged table's own TOML text: its spans tell which key a type error
+    // is about, even when the value was inherited.
+    let canon = toml::to_string(&table).unwrap_or_default();
+    let file: ProfileFile = match toml::from_str(&canon) {
         Ok(f) => f,
-        Err(e) => {
-            let reason = e.message().to_string();
-            let hint = reason
-                .contains("unknown field")
-                .then(|| "see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy".to_string());
-            let at = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start].matches('\n').count() + 1;
-                    format!(" (line {line})")
-                })
-                .unwrap_or_default();
-            return Err(vec![ProfileError {
-                file: path.to_path_buf(),
-                key: None,
-                value: None,
-                reason: format!("{reason}{at}"),
-                hint,
-            }]);
-        }
+        Err(e) => return Err(vec![schema_error(path, text, &canon, &e)]),
     };
 
     if name.is_empty()
@@ -717,13 +869,15 @@ pub fn parse_profile(
                     .components()
                     .any(|c| c == std::path::Component::ParentDir)
             {
+                let hint = (!path.is_absolute())
+                    .then(|| format!("paths are absolute: did you mean \"/{entry}\"?"));
                 problem(
                     key,
                     format!("{entry:?}"),
                     "must be an absolute path without `..`",
-                    None,
+                    hint.as_deref(),
                 );
-            } else if path.exists() {
+            } else if accounts.exists(path) {
                 fs_rules.push(FsRule {
                     path: path.to_path_buf(),
                     access,
@@ -736,6 +890,95 @@ pub fn parse_profile(
                     Some("append `?` to skip a path that some hosts lack"),
                 );
             }
+        }
+    }
+    let mut secrets = Vec::new();
+    // Without its own pid namespace and /proc, a job sees the other jobs of its uid in /proc.
+    let shared_proc = !file.namespaces.pid || !file.namespaces.mount;
+    if !file.secrets.is_empty() && shared_proc {
+        let names: Vec<&str> = file.secrets.keys().map(String::as_str).collect();
+        problem(
+            "secrets",
+            format!("{names:?}"),
+            "needs namespaces.pid and namespaces.mount: without its own pid namespace and /proc, another job of the same uid could read a secret from /proc/PID/environ",
+            Some("set namespaces.pid = true and namespaces.mount = true (the defaults)"),
+        );
+    }
+    for (name, s) in &file.secrets {
+        let key = format!("secrets.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problem(
+                &key,
+                format!("{name:?}"),
+                "secret names may use only [A-Za-z0-9_-]",
+                None,
+            );
+            continue;
+        }
+        let mut ok = true;
+        if s.env.is_empty()
+            || !s.env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || s.env.starts_with(|c: char| c.is_ascii_digit())
+        {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                "must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                None,
+            );
+            ok = false;
+        } else if file.env.set.contains_key(&s.env) {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                "is also in env.set: the job would get one of two values",
+                Some("remove it from env.set"),
+            );
+            ok = false;
+        } else if file.env.allow.contains(&s.env) {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                "is also in env.allow: a request could replace the secret",
+                Some("remove it from env.allow"),
+            );
+            ok = false;
+        } else if let Some(other) = secrets.iter().find(|o: &&SecretRef| o.env == s.env) {
+            problem(
+                &format!("{key}.env"),
+                format!("{:?}", s.env),
+                &format!("secret {} already uses this variable", other.name),
+                None,
+            );
+            ok = false;
+        }
+        let path = Path::new(&s.file);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            problem(
+                &format!("{key}.file"),
+                format!("{:?}", s.file),
+                "must be an absolute path without `..`",
+                None,
+            );
+            ok = false;
+        } else if let Err(reason) = check_secret_file(path) {
+            problem(&format!("{key}.file"), format!("{:?}", s.file), &reason, Some("secret files are regular files owned by root with mode 0600 or 0400 (chown root:root; chmod 600)"));
+            ok = false;
+        }
+        if ok {
+            secrets.push(SecretRef {
+                name: name.clone(),
+                file: path.to_path_buf(),
+                env: s.env.clone(),
+            });
         }
     }
     let landlock = match file.mechanisms.landlock {
@@ -763,12 +1006,8 @@ pub fn parse_profile(
         Requirement::Required => match stockade_sandbox::seccomp::compile(&file.seccomp) {
             Ok(c) => Some(c),
             Err(e) => {
-                problem(
-                    "seccomp",
-                    format!("{:?}", file.seccomp.mode),
-                    &e.to_string(),
-                    None,
-                );
+                let (key, value, hint) = seccomp_error_key(&file.seccomp, &e);
+                problem(key, value, &e.to_string(), hint);
                 None
             }
         },
@@ -779,7 +1018,7 @@ pub fn parse_profile(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Profile {
+    let mut profile = Profile {
         name: name.to_string(),
         description: file.description.unwrap_or_default(),
         uid: id.uid,
@@ -813,7 +1052,305 @@ pub fn parse_profile(
         host_notes: Vec::new(),
         file: path.to_path_buf(),
         files,
-    })
+        mechanisms: Mechanisms {
+            landlock: file.mechanisms.landlock,
+            seccomp: file.mechanisms.seccomp,
+        },
+        extends: ancestors.to_vec(),
+        secrets,
+        hash: String::new(),
+    };
+    profile.hash = explain::policy_hash(&profile);
+    Ok(profile)
+}
+
+/// Largest secret stockade reads (redaction holds back less than this many bytes of output).
+pub const MAX_SECRET_BYTES: u64 = 4096;
+/// Shortest secret: a shorter value would be redacted from ordinary output, and is guessable.
+pub const MIN_SECRET_BYTES: u64 = 8;
+
+/// A secret file must be a regular file owned by root that neither group nor others can read or
+/// write, at most [`MAX_SECRET_BYTES`]. Checked at load (metadata only, no read) and again,
+/// on the open file, when a job starts. Symlinks are not followed.
+pub fn check_secret_file(path: &Path) -> Result<(), String> {
+    let m = std::fs::symlink_metadata(path).map_err(|e| format!("cannot stat: {e}"))?;
+    check_secret_metadata(&m)
+}
+
+/// The checks of [`check_secret_file`] on metadata (of an open file, say).
+pub fn check_secret_metadata(m: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !m.file_type().is_file() {
+        return Err("is not a regular file (symlinks are not followed)".into());
+    }
+    if m.uid() != 0 {
+        return Err(format!("is owned by uid {}, not root", m.uid()));
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(format!(
+            "has mode {:04o}: group or others may access it",
+            m.mode() & 0o7777
+        ));
+    }
+    if m.len() > MAX_SECRET_BYTES {
+        return Err(format!(
+            "is {} bytes, more than the {MAX_SECRET_BYTES} a secret may have",
+            m.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Which key a seccomp compile error is about, the value, and a hint.
+fn seccomp_error_key(
+    policy: &SeccompPolicy,
+    err: &stockade_sandbox::seccomp::SeccompError,
+) -> (&'static str, String, Option<&'static str>) {
+    use stockade_sandbox::seccomp::{SeccompError, SeccompMode};
+    let name = match err {
+        SeccompError::UnknownSyscall { name, .. }
+        | SeccompError::Essential { name, .. }
+        | SeccompError::NamespaceCallAllowed { name } => Some(name.clone()),
+        _ => None,
+    };
+    let hint = matches!(err, SeccompError::UnknownSyscall { .. }).then_some(
+        "system call names are those of syscalls(2), without a sys_ prefix (e.g. \"ptrace\", \"process_vm_readv\")",
+    );
+    let Some(name) = name else {
+        return ("seccomp", format!("{:?}", policy.mode), None);
+    };
+    let key = if policy.extra_deny.contains(&name) {
+        "seccomp.extra_deny"
+    } else if matches!(&policy.mode, SeccompMode::AllowList { allow } if allow.contains(&name)) {
+        "seccomp.mode.allow_list.allow"
+    } else {
+        "seccomp"
+    };
+    (key, format!("{name:?}"), hint)
+}
+
+/// Every table and its keys, for hints about a key in the wrong table or misspelt.
+const SCHEMA: &[(&str, &[&str])] = &[
+    (
+        "",
+        &[
+            "description",
+            "extends",
+            "identity",
+            "limits",
+            "env",
+            "namespaces",
+            "filesystem",
+            "network",
+            "seccomp",
+            "mechanisms",
+            "files",
+            "secrets",
+        ],
+    ),
+    ("identity", &["uid", "gid"]),
+    (
+        "limits",
+        &[
+            "wall_timeout_secs",
+            "grace_secs",
+            "memory_mib",
+            "pids",
+            "nofile",
+            "fsize_mib",
+            "tmp_mib",
+            "shm_mib",
+            "cpu_secs",
+            "idle_timeout_secs",
+            "output_mib",
+            "workspace_mib",
+        ],
+    ),
+    ("env", &["set", "allow"]),
+    (
+        "namespaces",
+        &["net", "ipc", "uts", "cgroup", "mount", "pid"],
+    ),
+    ("filesystem", &["read_exec", "read_only", "read_write"]),
+    ("network", &["tcp_connect", "tcp_bind"]),
+    (
+        "seccomp",
+        &["mode", "extra_deny", "allow_namespaces", "deny_action"],
+    ),
+    ("mechanisms", &["landlock", "seccomp", "limits"]),
+    (
+        "files",
+        &[
+            "protected",
+            "denied_extensions",
+            "editable",
+            "max_op_kib",
+            "quota_mib",
+            "follow_symlinks",
+            "max_list_entries",
+        ],
+    ),
+    ("secrets.NAME", &["file", "env"]),
+];
+
+/// A schema error (unknown or missing key, wrong type or value) with its dotted key and value
+/// where they can be found, the line in the profile's own text, and a hint for the usual
+/// mistakes. `canon` is the merged table as TOML, which `err`'s span points into.
+fn schema_error(path: &Path, text: &str, canon: &str, err: &toml::de::Error) -> ProfileError {
+    let message = err.message().trim_end().replace('\n', "; ");
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string)
+    };
+    let unknown = quoted("unknown field `");
+    let missing = quoted("missing field `");
+    let (mut key, mut value) = (None, None);
+    if let (None, Some(span)) = (&unknown, err.span()) {
+        if let Some((k, v)) = key_at(canon, span) {
+            key = Some(k);
+            value = Some(v);
+        }
+    }
+    let line_key = unknown.clone().or_else(|| {
+        key.as_deref()
+            .map(|k| k.rsplit('.').next().unwrap_or(k).to_string())
+    });
+    let line = line_key
+        .as_deref()
+        .and_then(|k| line_of_key(text, k))
+        .map(|l| format!(" (line {l})"))
+        .unwrap_or_default();
+    let hint = if let Some(k) = &unknown {
+        Some(unknown_key_hint(k, &message))
+    } else if let Some(k) = &missing {
+        let homes: Vec<&str> = SCHEMA
+            .iter()
+            .filter(|(_, keys)| keys.contains(&k.as_str()))
+            .map(|(t, _)| *t)
+            .collect();
+        Some(match (k.as_str(), homes.as_slice()) {
+            ("identity" | "limits", _) => {
+                format!("every profile needs [{k}], its own or from the profile it extends")
+            }
+            (_, [table]) if !table.is_empty() => format!("add `{k}` to [{table}]"),
+            _ => format!("add `{k}` (see docs/profiles.md)"),
+        })
+    } else if message.starts_with("invalid type: string") {
+        Some("numbers and booleans are written without quotes".to_string())
+    } else {
+        None
+    };
+    ProfileError {
+        file: path.to_path_buf(),
+        key,
+        value,
+        reason: format!("{message}{line}"),
+        hint,
+    }
+}
+
+/// The dotted key and the value text of the `key = value` line of `canon` that `span` points
+/// into (`toml::to_string` writes one key per line under `[table]` headers).
+fn key_at(canon: &str, span: std::ops::Range<usize>) -> Option<(String, String)> {
+    let start = span.start.min(canon.len());
+    let line_start = canon[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = canon[start..].find('\n').map_or(canon.len(), |i| start + i);
+    let (k, _) = canon[line_start..line_end].split_once('=')?;
+    let table = canon[..line_start]
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').to_string());
+    let k = k.trim().trim_matches('"');
+    let dotted = match table {
+        Some(t) => format!("{t}.{k}"),
+        None => k.to_string(),
+    };
+    let end = span.end.min(canon.len()).max(start);
+    Some((dotted, canon[start..end].trim().to_string()))
+}
+
+/// A hint for an unknown key: where it belongs, or what it may be a misspelling of. `message`
+/// (serde's "expected one of `a`, `b`") tells which table the key was found in.
+fn unknown_key_hint(key: &str, message: &str) -> String {
+    let generic = "see docs/profiles.md for every key; unknown keys are refused so a typo cannot widen a policy";
+    let expected: Vec<&str> = message
+        .split_once("expected")
+        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    let here = SCHEMA
+        .iter()
+        .find(|(_, keys)| !expected.is_empty() && expected.iter().all(|e| keys.contains(e)))
+        .map(|(table, _)| *table);
+    let homes: Vec<&str> = SCHEMA
+        .iter()
+        .filter(|(_, keys)| keys.contains(&key))
+        .map(|(table, _)| *table)
+        .collect();
+    if let Some(table) = homes.first() {
+        let home = if table.is_empty() {
+            "the top of the file, before any [table]".to_string()
+        } else {
+            format!("[{table}]")
+        };
+        return match here {
+            Some("") => format!("`{key}` is not a top-level key; it belongs in {home}"),
+            Some(here) => format!("`{key}` is not a key of [{here}]; it belongs in {home}"),
+            None => format!("`{key}` belongs in {home}"),
+        };
+    }
+    let close = SCHEMA
+        .iter()
+        .flat_map(|(table, keys)| keys.iter().map(move |k| (*table, *k)))
+        .filter(|(_, k)| edit_distance(k, key) <= 2)
+        .map(|(t, k)| {
+            if t.is_empty() {
+                k.to_string()
+            } else {
+                format!("{t}.{k}")
+            }
+        })
+        .collect::<Vec<_>>();
+    if close.is_empty() {
+        generic.to_string()
+    } else {
+        format!("did you mean {}? {generic}", close.join(" or "))
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The 1-based line where `key` is set (`key = ...`) or opens a table (`[... key]`).
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let assigned = l
+                .strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='));
+            let header = l.starts_with('[')
+                && l.trim_end()
+                    .trim_end_matches(']')
+                    .rsplit(['.', '['])
+                    .next()
+                    .is_some_and(|last| last.trim() == key);
+            assigned || header
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]

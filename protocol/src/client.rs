@@ -318,6 +318,7 @@ mod tests {
             pids_peak: None,
             output_bytes: 0,
             output_truncated: false,
+            profile_hash: String::new(),
         }
     }
 

@@ -477,6 +477,7 @@ mod tests {
                 pids_peak: Some(4),
                 output_bytes: 5,
                 output_truncated: true,
+                profile_hash: String::new(),
             },
         });
         pin_at_limit(|pad| ServerMessage::Error {

@@ -358,6 +358,10 @@ pub struct ResultRecord {
     pub output_bytes: u64,
     /// Whether the job wrote more than was delivered (it hit its output limit). (Result version 2.)
     pub output_truncated: bool,
+    /// SHA-256 (64 hex digits) of the compiled profile the job ran under, as `stockade profiles
+    /// explain` shows it; empty if the request named no valid profile.
+    #[serde(default)]
+    pub profile_hash: String,
 }
 
 /// One confinement mechanism as applied to a job.

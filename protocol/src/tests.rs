@@ -72,6 +72,7 @@ fn records() -> Vec<ResultRecord> {
             pids_peak: if i % 3 == 0 { Some(4096) } else { None },
             output_bytes: 1 << 20,
             output_truncated: i % 2 == 1,
+            profile_hash: String::new(),
         })
         .collect()
 }
@@ -368,6 +369,7 @@ fn doc_examples() -> Vec<(&'static str, Vec<u8>)> {
                     pids_peak: Some(3),
                     output_bytes: 1024,
                     output_truncated: false,
+                    profile_hash: String::new(),
                 },
             })
             .unwrap(),

@@ -25,6 +25,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/stockade";
   stockade cancel j-3f9a0c1d2e4b
   stockade fs --job j-3f9a0c1d2e4b read src/main.rs
   sudo stockade doctor
+  stockade profiles check /etc/stockade/profiles
+  stockade profiles explain git
 
 Exit status of run/exec: the job's own; 128+N if a signal N killed it; 124 on a deadline (wall
 clock, CPU time or idle); 137 on an OOM kill; 141 at the output limit; 143 when canceled; 125 when
@@ -65,6 +67,41 @@ pub enum Command {
         after_help = "Examples:\n  sudo stockade doctor\n  sudo stockade doctor --profiles /etc/stockade/profiles --json\n\nExit status: 0 if every profile ran a test job here, 1 otherwise."
     )]
     Doctor(DoctorArgs),
+    /// Validate profiles, or show the concrete plan a profile gives a job
+    #[command(subcommand)]
+    Profiles(ProfilesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Validate a profile directory (or the embedded defaults): every error of every file
+    #[command(
+        after_help = "Examples:\n  stockade profiles check\n  stockade profiles check /etc/stockade/profiles\n\nExit status: 0 if every profile is valid, 1 otherwise (all errors are listed on stderr)."
+    )]
+    Check(CheckArgs),
+    /// Show what a job under a profile gets, after inheritance: paths, seccomp, limits, env
+    #[command(
+        after_help = "Examples:\n  stockade profiles explain git\n  stockade profiles explain ci --profiles /etc/stockade/profiles --json"
+    )]
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Profile directory (*.toml); default: the embedded defaults
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Profile name
+    pub name: String,
+    /// Profile directory (*.toml); replaces the embedded defaults
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 const FS_EXAMPLES: &str = "Examples:
@@ -341,6 +378,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(a) => crate::client_cmd::cancel(a),
         Command::Doctor(a) => crate::doctor::main(a),
         Command::Fs(a) => crate::fs_cmd::main(a),
+        Command::Profiles(c) => crate::profiles_cmd::main(c),
     };
     match result {
         Ok(code) => code,

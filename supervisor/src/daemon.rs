@@ -81,6 +81,7 @@ pub fn main(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let shared = Arc::new(
             Shared::new(Arc::new(launcher), Arc::new(profiles)).with_journal(journal, lost),
         );
+        tokio::spawn(crate::reload::on_sighup(shared.clone(), a.profiles.clone()));
         run(listener, shared, shutdown_signal()).await;
         let _ = std::fs::remove_file(&a.socket);
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
@@ -176,7 +177,8 @@ async fn shutdown_signal() {
 #[derive(Debug)]
 pub struct Shared {
     launcher: Arc<job::Launcher>,
-    profiles: Arc<ProfileSet>,
+    /// Replaced whole on SIGHUP ([`crate::reload`]); each job keeps the set it started with.
+    profiles: std::sync::RwLock<Arc<ProfileSet>>,
     jobs: Mutex<HashMap<JobId, Running>>,
     /// Where running jobs are recorded for crash recovery (`None`: not recorded, tests only).
     journal: Option<Journal>,
@@ -205,7 +207,7 @@ impl Shared {
     pub fn new(launcher: Arc<job::Launcher>, profiles: Arc<ProfileSet>) -> Shared {
         Shared {
             launcher,
-            profiles,
+            profiles: std::sync::RwLock::new(profiles),
             jobs: Mutex::new(HashMap::new()),
             journal: None,
             lost: Vec::new(),
@@ -220,6 +222,20 @@ impl Shared {
         self.journal = Some(journal);
         self.lost = lost;
         self
+    }
+
+    /// The current profile set.
+    pub fn profiles(&self) -> Arc<ProfileSet> {
+        // Only ever replaced whole: a poisoned lock still holds a complete set.
+        self.profiles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swap in a new, fully validated profile set.
+    pub fn replace_profiles(&self, set: Arc<ProfileSet>) {
+        *self.profiles.write().unwrap_or_else(|p| p.into_inner()) = set;
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
@@ -557,7 +573,7 @@ impl Handler {
         tokio::spawn(fs_service::handle(
             self.shared.fs.clone(),
             self.shared.launcher.clone(),
-            self.shared.profiles.clone(),
+            self.shared.profiles(),
             running,
             caller,
             self.tx.clone(),
@@ -572,7 +588,7 @@ impl Handler {
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let files = fs_service::job_files(
             &self.shared.launcher,
-            &self.shared.profiles,
+            &self.shared.profiles(),
             &id,
             self.uid,
             &req,
@@ -621,10 +637,11 @@ impl Handler {
             };
             let record = match shared.record_start(&id, owner_uid, &req) {
                 Ok(()) => {
+                    let profiles = shared.profiles();
                     let rec = job::run(
                         shared.launcher.clone(),
                         id.clone(),
-                        &shared.profiles,
+                        &profiles,
                         req,
                         out_tx,
                         cancel_rx,

@@ -127,6 +127,15 @@ fn record(job: &str, profile: &str, cause: Cause, wall: Duration, ran: Ran) -> R
         pids_peak: ran.pids_peak,
         output_bytes: ran.output_bytes,
         output_truncated: ran.output_truncated,
+        profile_hash: String::new(),
+    }
+}
+
+/// The record of a job whose profile is known: with the profile's hash.
+fn hashed(rec: ResultRecord, profile: &Profile) -> ResultRecord {
+    ResultRecord {
+        profile_hash: profile.hash.clone(),
+        ..rec
     }
 }
 
@@ -270,6 +279,12 @@ pub async fn run(
         Ok(x) => x,
         Err(reason) => return rejected(&job_id, &req.profile, reason),
     };
+    // Secrets are read now, before anything is created: a bad secret file refuses the job.
+    let secrets = match crate::secrets::read(&profile) {
+        Ok(s) => s,
+        Err(reason) => return hashed(rejected(&job_id, &req.profile, reason), &profile),
+    };
+    let output = crate::secrets::redacting(output, &secrets);
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + resolved.wall_timeout);
 
@@ -279,7 +294,10 @@ pub async fn run(
         Some(ws) => ws,
         None => match fresh_workspace(&launcher.scratch_root, &job_id, &profile) {
             Ok(ws) => ws,
-            Err(f) => return record(&job_id, &profile.name, f, started.elapsed(), Ran::default()),
+            Err(f) => {
+                let rec = record(&job_id, &profile.name, f, started.elapsed(), Ran::default());
+                return hashed(rec, &profile);
+            }
         },
     };
 
@@ -297,13 +315,14 @@ pub async fn run(
                 message: e.to_string(),
             };
             cleanup_workspace(fresh, &workspace).await;
-            return record(
+            let rec = record(
                 &job_id,
                 &profile.name,
                 cause,
                 started.elapsed(),
                 Ran::default(),
             );
+            return hashed(rec, &profile);
         }
     };
 
@@ -312,6 +331,8 @@ pub async fn run(
         env.push(("HOME".into(), workspace.display().to_string()));
     }
     let budget = if fresh { profile.workspace_bytes } else { None };
+    // Load-time validation keeps secret variables out of env.set and env.allow.
+    env.extend(secrets.iter().map(|s| (s.env.clone(), s.value.clone())));
     let mounts = private_mounts(&profile, &workspace, budget);
     let landlock = landlock_rules(&profile, &workspace, &mounts);
     let plan = LaunchPlan {
@@ -389,7 +410,7 @@ pub async fn run(
             },
         ),
     };
-    let rec = record(&job_id, &profile.name, cause, wall, ran);
+    let rec = hashed(record(&job_id, &profile.name, cause, wall, ran), &profile);
 
     let name = job_id.clone();
     let removed = tokio::task::spawn_blocking(move || cgroup.remove()).await;
@@ -988,6 +1009,9 @@ async fn drain(readers: [tokio::task::JoinHandle<u64>; 2]) {
         }
     }
 }
+
+#[cfg(test)]
+mod narrow_tests;
 
 #[cfg(test)]
 mod tests {

@@ -15,8 +15,12 @@ mod fs_service;
 mod helper_proc;
 mod job;
 mod limits;
+mod profiles_cmd;
 mod reaper;
 mod recovery;
+mod redact;
+mod reload;
+mod secrets;
 
 /// Exit status when stockade itself refuses or fails (the same as a job it could not set up).
 pub const EXIT_STOCKADE: u8 = 125;

@@ -428,6 +428,8 @@ impl Journal {
                 // not known here.
                 output_bytes: 0,
                 output_truncated: false,
+                // The journal names the profile, not the policy it had then.
+                profile_hash: String::new(),
             },
         }
     }

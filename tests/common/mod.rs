@@ -387,7 +387,14 @@ allow = ["TERM"]
 /// The shipped `agent` profile (profiles/defaults/agent.toml of this repository) with only
 /// `identity.uid` and `identity.gid` changed to `uid`: what operators get, under a test's own ids.
 pub fn agent_profile_toml(uid: u32) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/defaults/agent.toml");
+    shipped_profile_toml("agent", uid)
+}
+
+/// The shipped profile `name` (profiles/defaults/NAME.toml) with only `identity.uid` and
+/// `identity.gid` changed to `uid`.
+pub fn shipped_profile_toml(name: &str, uid: u32) -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../profiles/defaults/{name}.toml"));
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut section = String::new();
