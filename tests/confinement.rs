@@ -1670,10 +1670,20 @@ fn orphans_are_reaped_inside_the_pid_namespace() {
            sleep 0.05; i=$((i+1))\n\
          done\n\
          echo RESULT zombies $n\n\
-         echo RESULT processes $(ls -d /proc/[0-9]* | wc -l)\n";
+         echo RESULT processes $(ls -d /proc/[0-9]* | wc -l)\n\
+         for i in 1 2 3; do (sh -c 'sleep 0.05; kill -35 $$' &); done\n\
+         sleep 0.5\n\
+         echo RESULT survived_rt_orphans yes\n";
     let out = a.job(&ws, script);
     let results = Results::of(&out, "job");
-    results.expect(&[("me", "2"), ("parent", "1"), ("zombies", "0")]);
+    // Orphans killed by a real-time signal (whose status nix's WaitStatus cannot represent) are
+    // reaped like any other; init does not give up, so the job lives on.
+    results.expect(&[
+        ("me", "2"),
+        ("parent", "1"),
+        ("zombies", "0"),
+        ("survived_rt_orphans", "yes"),
+    ]);
     assert!(
         results.get("init").contains(HELPER_ARG_TEXT),
         "pid 1 is not stockade's init: {}",
@@ -1682,6 +1692,25 @@ fn orphans_are_reaped_inside_the_pid_namespace() {
     // init, the shell, `ls` and `wc`' subshell: nothing of the host, no leftover orphan.
     let procs: u32 = results.get("processes").parse().unwrap();
     assert!(procs <= 5, "{procs} processes visible\n{}", out.brief());
+    // A job that dies by a real-time signal is reported as exactly that, through init and the
+    // monitor (which dies by the same signal).
+    let rt = a.env.exec_args(
+        &[
+            "--profile",
+            AGENT,
+            "--json",
+            "--workspace",
+            ws.to_str().unwrap(),
+        ],
+        &["sh", "-c", "kill -35 $$"],
+    );
+    assert_eq!(rt.code(), 128 + 35, "{}", rt.brief());
+    assert_eq!(
+        rt.record().cause,
+        Cause::Signaled { signal: 35 },
+        "{}",
+        rt.brief()
+    );
     a.finish();
 }
 

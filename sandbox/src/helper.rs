@@ -730,6 +730,9 @@ pub struct LinuxSys {
     /// Inside a pid namespace: the write end of the pipe to the monitor (close-on-exec). Init
     /// writes the job's exit status to it; its POLLERR says the monitor is gone.
     monitor: Option<std::os::fd::OwnedFd>,
+    /// Inside a pid namespace, until the job is forked: the read end on which the monitor says
+    /// it has dropped its privileges (close-on-exec).
+    monitor_ready: Option<std::os::fd::OwnedFd>,
 }
 
 impl Sys for LinuxSys {
@@ -795,6 +798,10 @@ impl Sys for LinuxSys {
         let fail = |call: &str, e: Errno| SetupError::sys(Step::Namespaces, call, e);
         let (status_rd, status_wr) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail("pipe2(O_CLOEXEC)", e))?;
+        // The monitor says on this one that it holds no privilege any more; init waits for that
+        // before it forks the job.
+        let (ready_rd, ready_wr) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail("pipe2(O_CLOEXEC)", e))?;
         // Blocked across the fork, so that a TERM arriving before the monitor ignores it cannot
         // kill the monitor (and, through init's parent-death signal, the job without its grace).
         let mut old = SigSet::empty();
@@ -807,18 +814,39 @@ impl Sys for LinuxSys {
         match sys::fork_in_helper().map_err(|e| fail("fork() into the pid namespace", e))? {
             nix::unistd::ForkResult::Child => {
                 drop(status_rd);
+                drop(ready_wr);
                 sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)
                     .map_err(|e| fail("sigprocmask(SIG_SETMASK)", e))?;
                 self.monitor = Some(status_wr);
+                self.monitor_ready = Some(ready_rd);
                 Ok(())
             }
             nix::unistd::ForkResult::Parent { child } => {
                 drop(status_wr);
-                self.run_monitor(plan, child, status_rd, &old)
+                drop(ready_rd);
+                self.run_monitor(plan, child, status_rd, ready_wr, &old)
             }
         }
     }
     fn fork_job(&mut self) -> Result<(), SetupError> {
+        // No job process exists while the monitor may still hold root: wait for its word (EOF
+        // means it failed to drop its privileges and is killing init).
+        if let Some(ready) = self.monitor_ready.take() {
+            let mut byte = [0u8; 1];
+            let got = loop {
+                match nix::unistd::read(ready.as_raw_fd(), &mut byte) {
+                    Err(Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            if got != Ok(1) {
+                return Err(SetupError::other(
+                    Step::Namespaces,
+                    "read(monitor pipe)",
+                    "the pid namespace's monitor did not drop its privileges",
+                ));
+            }
+        }
         match sys::fork_in_helper()
             .map_err(|e| SetupError::sys(Step::Namespaces, "fork() of the job", e))?
         {
@@ -1006,12 +1034,14 @@ fn monitor_ignored() -> nix::sys::signal::SigSet {
 
 /// The job's exit status as init passes it to the monitor: two bytes, `[0, code]` or
 /// `[1, signal]`.
-fn encode_status(status: nix::sys::wait::WaitStatus) -> Option<[u8; 2]> {
-    use nix::sys::wait::WaitStatus;
-    match status {
-        WaitStatus::Exited(_, code) => Some([0, code as u8]),
-        WaitStatus::Signaled(_, sig, _) => Some([1, sig as i32 as u8]),
-        _ => None,
+fn encode_status(status: libc::c_int) -> Option<[u8; 2]> {
+    if libc::WIFEXITED(status) {
+        Some([0, libc::WEXITSTATUS(status) as u8])
+    } else if libc::WIFSIGNALED(status) {
+        // Any signal, real-time ones included (up to 64).
+        Some([1, libc::WTERMSIG(status) as u8])
+    } else {
+        None
     }
 }
 
@@ -1024,10 +1054,11 @@ impl LinuxSys {
         plan: &LaunchPlan,
         init: nix::unistd::Pid,
         status: std::os::fd::OwnedFd,
+        ready: std::os::fd::OwnedFd,
         old_mask: &nix::sys::signal::SigSet,
     ) -> ! {
         use nix::sys::signal::{kill, sigprocmask, SigmaskHow, Signal};
-        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::sys::wait::waitpid;
         // Init reports setup failures itself, on the control socket: the monitor must not hold it
         // (the supervisor waits for EOF) nor write to it.
         self.ctrl = None;
@@ -1042,15 +1073,19 @@ impl LinuxSys {
             })
             .and_then(|()| self.drop_monitor_privileges(plan));
         if dropped.is_err() {
-            // A monitor that kept root would outlive the setup; end the job instead.
+            // A monitor that kept root would outlive the setup; end the job instead (init has
+            // not forked it: it waits on `ready`).
             let _ = kill(init, Signal::SIGKILL);
             let _ = waitpid(init, None);
             std::process::exit(SETUP_FAILED_EXIT);
         }
+        // Unprivileged now: init may fork the job. (If init is already gone, nothing to say.)
+        let _ = nix::unistd::write(&ready, &[1]);
+        drop(ready);
         let init_status = loop {
-            match waitpid(init, None) {
-                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => break Some(s),
-                Ok(_) | Err(Errno::EINTR) => continue,
+            match sys::waitpid_raw(init.as_raw()) {
+                Ok((_, status)) => break Some(status),
+                Err(Errno::EINTR) => continue,
                 Err(_) => break None,
             }
         };
@@ -1087,6 +1122,7 @@ impl LinuxSys {
         self.clear_and_verify_caps()?;
         self.set_no_new_privs()
             .map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+        nix::sys::prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
         self.setrlimit(Rlimit {
             resource: RlimitResource::Core,
             soft: 1,
@@ -1098,14 +1134,7 @@ impl LinuxSys {
 
 /// End this process by `sig`, as the job ended, so the supervisor's wait status is the job's.
 fn die_by_signal(sig: i32) -> ! {
-    use nix::sys::signal::{raise, sigprocmask, SigSet, SigmaskHow, Signal};
-    if let Ok(sig) = Signal::try_from(sig) {
-        let _ = sys::set_signal_ignored(sig, false);
-        let mut set = SigSet::empty();
-        set.add(sig);
-        let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
-        let _ = raise(sig);
-    }
+    sys::raise_with_default_action(sig);
     // Only reached for a signal whose default action does not terminate (none ends a process).
     std::process::exit(128 + sig)
 }
@@ -1115,17 +1144,23 @@ fn die_by_signal(sig: i32) -> ! {
 /// is left in the namespace. It installs no signal handler, so no signal from inside the
 /// namespace reaches it (pid 1 drops signals it has no handler for). Never returns.
 fn run_init(job: nix::unistd::Pid, monitor: Option<std::os::fd::OwnedFd>) -> ! {
-    use nix::sys::wait::waitpid;
+    // Init changed its uid from root, which already made it non-dumpable where the host's
+    // fs.suid_dumpable is 0; say so explicitly, whatever the host's setting: the job (same uid)
+    // must never ptrace init or read its memory, even under a profile whose seccomp allows it.
+    let _ = nix::sys::prctl::set_dumpable(false);
     loop {
-        match waitpid(nix::unistd::Pid::from_raw(-1), None) {
-            Ok(status) if status.pid() == Some(job) => {
+        match sys::waitpid_raw(-1) {
+            Ok((pid, status)) if pid == job.as_raw() => {
                 if let (Some(link), Some(bytes)) = (&monitor, encode_status(status)) {
                     let _ = nix::unistd::write(link, &bytes);
                 }
                 std::process::exit(0);
             }
+            // An orphan reaped (any status, real-time signals included), or interrupted.
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => std::process::exit(SETUP_FAILED_EXIT),
+            // ECHILD cannot happen while the job is unreaped; anything else: keep reaping.
+            Err(Errno::ECHILD) => std::process::exit(SETUP_FAILED_EXIT),
+            Err(_) => {}
         }
     }
 }
@@ -1148,6 +1183,7 @@ pub fn helper_main() -> ! {
     let mut sys = LinuxSys {
         ctrl: Some(ctrl),
         monitor: None,
+        monitor_ready: None,
     };
     let err = match plan.and_then(|plan| apply(&mut sys, &plan, ctrl_fd)) {
         Ok(never) => match never {},

@@ -102,3 +102,18 @@ pub fn spawn_helper_into_cgroup(
     }
     // The child's ends (child_ctrl, out_w, err_w) and the directory fd close here.
 }
+
+/// Whether the process behind `pidfd` (a child of this process) has exited; if so it is reaped
+/// and its status returned. Every status, real-time signals included.
+pub fn try_wait_pidfd(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+) -> Result<Option<std::process::ExitStatus>, Errno> {
+    use std::os::unix::process::ExitStatusExt;
+    Ok(
+        sys::waitid_pidfd_exited(pidfd)?.map(|(code, status)| match code {
+            libc::CLD_EXITED => std::process::ExitStatus::from_raw((status & 0xff) << 8),
+            libc::CLD_DUMPED => std::process::ExitStatus::from_raw(status | 0x80),
+            _ => std::process::ExitStatus::from_raw(status & 0x7f),
+        }),
+    )
+}

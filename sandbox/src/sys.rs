@@ -46,6 +46,71 @@ pub fn fork_in_helper() -> Result<nix::unistd::ForkResult, Errno> {
     unsafe { nix::unistd::fork() }
 }
 
+/// `waitpid(pid, &status, 0)` with the raw wait status. `nix`'s `WaitStatus` cannot hold a
+/// real-time signal: for a child killed by one, the kernel has already reaped it when nix fails
+/// with EINVAL, and the status is lost. The exec helper's monitor and init need every status.
+pub fn waitpid_raw(pid: libc::pid_t) -> Result<(libc::pid_t, libc::c_int), Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes one int through the pointer, to `status`, a live local.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if rc < 0 {
+        Err(Errno::last())
+    } else {
+        Ok((rc, status))
+    }
+}
+
+/// End this process by signal number `sig` (real-time signals included): default disposition,
+/// unblocked, raised. Returns only if `sig` does not terminate by default (or is not a signal).
+pub fn raise_with_default_action(sig: libc::c_int) {
+    // SAFETY: SIG_DFL is a disposition, not a handler: no code of ours runs for the signal.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the sigset_t it is given, a live local.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: `set` was initialised by sigemptyset just above.
+    let mut set = unsafe { set.assume_init() };
+    // SAFETY: sigaddset writes into `set`, a live local; an invalid number only gives EINVAL.
+    unsafe { libc::sigaddset(&mut set, sig) };
+    // SAFETY: sigprocmask reads `set` (live) and writes nothing (null old set).
+    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: raise takes an integer; the default action ends the process or does nothing.
+    unsafe { libc::raise(sig) };
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED | WNOHANG)` with the raw siginfo: `None` while the process
+/// runs, else `(si_code, si_status)`: `CLD_EXITED` with the exit code, `CLD_KILLED`/`CLD_DUMPED`
+/// with the signal number (any signal: nix's `WaitStatus` fails with EINVAL on real-time
+/// signals after the kernel has already reaped the child).
+pub fn waitid_pidfd_exited(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+) -> Result<Option<(libc::c_int, libc::c_int)>, Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: siginfo_t is plain integers and unions of integers; all-zero is a valid value
+    // (and si_pid 0 is how waitid says "nothing exited yet" with WNOHANG).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes one siginfo_t through the pointer, to `info`, a live local.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: waitid filled in the SIGCHLD layout of the union (or left it zeroed).
+    let pid = unsafe { info.si_pid() };
+    if pid == 0 {
+        return Ok(None);
+    }
+    // SAFETY: as above: the SIGCHLD layout, filled in by the kernel for an exited child.
+    let status = unsafe { info.si_status() };
+    Ok(Some((info.si_code, status)))
+}
+
 /// Set `sig` to `SIG_IGN` (`ignore`) or back to `SIG_DFL`.
 pub fn set_signal_ignored(sig: nix::sys::signal::Signal, ignore: bool) -> Result<(), Errno> {
     use nix::sys::signal::SigHandler;

@@ -11,12 +11,10 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use stockade_sandbox::helper;
 use stockade_sandbox::spawn::{spawn_helper_into_cgroup, SpawnError};
@@ -162,20 +160,15 @@ impl HelperChild {
                 status,
                 ..
             } => loop {
-                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
-                match waitid(Id::PIDFd(pidfd.as_fd()), flags) {
-                    Ok(WaitStatus::Exited(_, code)) => {
-                        let s = ExitStatus::from_raw((code & 0xff) << 8);
+                // Raw siginfo, not nix's WaitStatus: a job that dies by a real-time signal (the
+                // monitor mirrors it) must be reported as that, not as a failed wait.
+                match stockade_sandbox::spawn::try_wait_pidfd(pidfd.as_fd()) {
+                    Ok(Some(s)) => {
                         *status = Some(s);
                         return Ok(s);
                     }
-                    Ok(WaitStatus::Signaled(_, sig, core)) => {
-                        let s = ExitStatus::from_raw(sig as i32 | if core { 0x80 } else { 0 });
-                        *status = Some(s);
-                        return Ok(s);
-                    }
-                    // Still running (only WEXITED was asked for): wait for the next SIGCHLD.
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    // Still running: wait for the next SIGCHLD.
+                    Ok(None) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(e.into()),
                 }
                 if sigchld.recv().await.is_none() {
