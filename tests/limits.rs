@@ -102,7 +102,16 @@ fn memory_hog_is_oom_killed_with_peak_at_the_limit_and_no_swap() {
     assert_eq!(out.code(), 137, "{}", out.describe());
     let rec = out.record();
     assert_eq!(rec.cause, Cause::OomKilled);
+    assert_eq!(rec.exit_code, 137);
     assert_accounted(&rec, &out);
+    // `stockade exec` says on stderr why the job ended.
+    assert!(
+        out.stderr_lines()
+            .iter()
+            .any(|l| l.contains(&rec.job) && l.contains("memory limit")),
+        "{}",
+        out.describe()
+    );
     let limit = 64u64 << 20;
     let peak = rec.peak_memory_bytes.unwrap();
     assert!(

@@ -378,37 +378,6 @@ fn main_process_exit_ends_the_rest_of_the_job() {
     env.finish();
 }
 
-#[test]
-fn memory_limit_gives_oom_killed_137() {
-    if !require_root("memory_limit_gives_oom_killed_137") {
-        return;
-    }
-    let env = TestEnv::with_profile(
-        "oom",
-        61112,
-        ProfileOpts {
-            memory_mib: 32,
-            ..ProfileOpts::default()
-        },
-    );
-    let out = env.exec(&["sh", "-c", "head -c 500m /dev/zero | tail"]);
-    assert_eq!(out.code(), 137, "{}", out.describe());
-    let rec = out.record();
-    assert_eq!(rec.cause, Cause::OomKilled);
-    assert_eq!(rec.exit_code, 137);
-    if let Some(peak) = rec.peak_memory_bytes {
-        assert!(peak <= 32 << 20, "peak {peak} above the 32 MiB limit");
-    }
-    assert!(
-        out.stderr_lines()
-            .iter()
-            .any(|l| l.contains(&rec.job) && l.contains("memory limit")),
-        "{}",
-        out.describe()
-    );
-    env.finish();
-}
-
 /// A job that proves it ran at the same time as its peer: it creates `<me>`, then waits
 /// (bounded) until `<peer>` exists in the shared workspace.
 fn rendezvous(me: &str, peer: &str, code: i32) -> String {
